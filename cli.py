@@ -1,0 +1,355 @@
+"""The `llamapipe` command: a thin typer + rich layer over `pipelines` and `evals`.
+
+Data goes to stdout (one JSON document with --json); progress, spinners, notes
+and errors go to stderr. Errors from the library arrive as `LlamapipeError`
+and leave as one red line, a hint, and the exit code documented in the README.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines import __version__
+from pipelines.errors import EXIT_INTERRUPTED, EXIT_OK, LlamapipeError, UsageError
+from pipelines.settings import Settings, describe_settings, load_settings
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+app = typer.Typer(
+    name="llamapipe",
+    help="""Composable LLM pipelines on a locally served Llama (Ollama), or on a small
+embedded model when no server is there.
+
+[b]Examples[/b]
+
+  llamapipe chat "Explain a hyangga in one sentence."
+  llamapipe chat "안녕하세요! 자기소개 해 주세요." --backend embedded
+  OLLAMA_HOST=10.0.0.5 llamapipe chat "Hello" --model llama3.2:3b
+  llamapipe models --json
+  llamapipe config
+""",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+# -- shared model flags ---------------------------------------------------------------------
+
+
+def _flag(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel="Model", show_default=False, **kw)
+
+
+_MODEL_FLAGS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    for name, annotation in {
+        "backend": Annotated[
+            Optional[str],
+            _flag("--backend", "-b", help="auto | ollama | embedded", metavar="NAME"),
+        ],
+        "ollama_model": Annotated[
+            Optional[str], _flag("--model", "-m", help="Ollama model tag, e.g. llama3.1:8b")
+        ],
+        "ollama_host": Annotated[
+            Optional[str], _flag("--host", help="Ollama address (default: OLLAMA_HOST)")
+        ],
+        "gguf": Annotated[
+            Optional[Path], _flag("--gguf", help="GGUF file for the embedded backend")
+        ],
+        "temperature": Annotated[Optional[float], _flag("--temperature", "-t", help="0 = greedy")],
+        "seed": Annotated[Optional[int], _flag("--seed", help="sampling seed")],
+        "max_tokens": Annotated[
+            Optional[int], _flag("--max-tokens", help="most tokens to generate")
+        ],
+        "num_ctx": Annotated[Optional[int], _flag("--num-ctx", help="context window in tokens")],
+        "stop": Annotated[Optional[list[str]], _flag("--stop", help="stop sequence (repeatable)")],
+    }.items()
+]
+
+
+def with_model_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the model flags; it receives the effective `settings` instead."""
+    signature = inspect.signature(fn, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "settings"]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        flags = {p.name: kwargs.pop(p.name) for p in _MODEL_FLAGS}
+        return fn(*args, settings=load_settings(flags), **kwargs)
+
+    command.__signature__ = signature.replace(parameters=own + _MODEL_FLAGS)  # type: ignore[attr-defined]
+    return command
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VerboseFlag = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show the rendered prompt on stderr.")
+]
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def spinner(message: str) -> Iterator[None]:
+    """A spinner on stderr (only when stderr is a terminal)."""
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+def announce(backend: Any) -> None:
+    err.print(f"[dim]backend: {backend.name} ({backend.model}) - {backend.reason}[/dim]")
+
+
+def load_model(settings: Settings) -> Any:
+    from pipelines.backends import load_backend
+
+    with spinner("Looking for a model..."):
+        backend = load_backend(settings)
+    with spinner(f"Loading {backend.model}..."):
+        backend.warm()
+    return backend
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"llamapipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """llamapipe: PAL, RAG and evals on your own Llama."""
+
+
+@app.command()
+def config(as_json: JsonFlag = False) -> None:
+    """Show every setting's effective value and where it came from."""
+    settings = load_settings()
+    rows = describe_settings(settings)
+    path = settings.config_file
+    if as_json:
+        print_json(
+            {"config_file": str(path), "config_file_exists": path.is_file(), "settings": rows}
+        )
+        return
+    state = "" if path.is_file() else " [dim](not present)[/dim]"
+    err.print(f"config file: {path}{state}")
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("meaning", ratio=1)
+    for row in rows:
+        style = "dim" if row["source"] == "default" else "green"
+        value = json.dumps(row["value"], ensure_ascii=False)
+        table.add_row(row["name"], value, f"[{style}]{row['source']}[/{style}]", row["description"])
+    out.print(table)
+
+
+@app.command()
+def models(as_json: JsonFlag = False) -> None:
+    """List backends: Ollama's reachability and models, the embedded GGUF, and the auto choice."""
+    from pipelines.backends import choose_backend, embedded_gguf, probe
+    from pipelines.backends.embedded import llama_cpp_version
+    from pipelines.backends.gguf import read_gguf_info
+    from pipelines.backends.ollama import normalize_host
+
+    settings = load_settings()
+    host = normalize_host(settings.ollama_host)
+    with spinner(f"Asking Ollama at {host}..."):
+        status = probe(host, settings.probe_timeout)
+    embedded: dict[str, Any] = {"llama_cpp": llama_cpp_version()}
+    try:
+        info = read_gguf_info(embedded_gguf(settings))
+        embedded.update(
+            path=str(info.path),
+            size_bytes=info.size_bytes,
+            architecture=info.architecture,
+            name=info.name,
+            size_label=info.size_label,
+            parameters=info.parameters,
+            context_length=info.context_length,
+            error=None,
+        )
+    except LlamapipeError as exc:
+        embedded.update(path=str(settings.gguf or ""), error=str(exc))
+    try:
+        choice, reason, _ = choose_backend(settings.model_copy(update={"backend": "auto"}))
+    except LlamapipeError as exc:
+        choice, reason = None, str(exc)
+    document = {
+        "ollama": {
+            "host": host,
+            "reachable": status.reachable,
+            "version": status.version,
+            "error": status.error,
+            "model": settings.ollama_model,
+            "has_model": status.has_model(settings.ollama_model),
+            "models": status.models,
+        },
+        "embedded": embedded,
+        "auto": {"choice": choice, "reason": reason},
+    }
+    if as_json:
+        print_json(document)
+        return
+    _print_models(document)
+
+
+def _print_models(doc: dict[str, Any]) -> None:
+    ollama, embedded = doc["ollama"], doc["embedded"]
+    if ollama["reachable"]:
+        out.print(
+            f"[b]ollama[/b]   {ollama['host']}  [green]reachable[/green] "
+            f"(version {ollama['version']})"
+        )
+        table = Table("model", "size", "family", "parameters", "quantization", header_style="bold")
+        for m in ollama["models"]:
+            size = f"{(m['size_bytes'] or 0) / 1e9:.1f} GB"
+            table.add_row(
+                m["name"],
+                size,
+                m["family"] or "",
+                m["parameter_size"] or "",
+                m["quantization"] or "",
+            )
+        out.print(table if ollama["models"] else "  no models pulled yet")
+    else:
+        out.print(f"[b]ollama[/b]   {ollama['host']}  [red]not reachable[/red] ({ollama['error']})")
+    if embedded.get("error"):
+        out.print(f"[b]embedded[/b] [red]{embedded['error']}[/red]")
+    else:
+        out.print(
+            f"[b]embedded[/b] {embedded['path']}\n"
+            f"         {embedded['name']} · {embedded['architecture']} · "
+            f"{embedded['parameters'] / 1e6:.0f}M parameters · "
+            f"{embedded['size_bytes'] / 1e6:.0f} MB · "
+            f"context {embedded['context_length']}"
+        )
+    llama = embedded["llama_cpp"] or "[red]not installed[/red]"
+    out.print(f"         llama-cpp-python {llama}")
+    out.print(f"[b]auto[/b]     → {doc['auto']['choice']}: {doc['auto']['reason']}")
+
+
+@app.command()
+@with_model_flags
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask; '-' reads standard input.")],
+    system: Annotated[
+        Optional[str], typer.Option("--system", "-s", help="A system message.")
+    ] = None,
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Send one prompt and stream the answer."""
+    from prompts import load_prompt, show
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
+    backend = load_model(settings)
+    announce(backend)
+    template = load_prompt("chat/default")
+    variables = {"prompt": prompt, "system": system or ""}
+    if verbose:
+        err.print(show(template.invoke(variables)), markup=False, highlight=False)
+    chain = template | backend.chat
+    started = time.perf_counter()
+    if as_json:
+        with spinner(f"Generating with {backend.model}..."):
+            message = chain.invoke(variables)
+        print_json(
+            {
+                "text": message.text,
+                "backend": backend.name,
+                "model": backend.model,
+                "reason": backend.reason,
+                "usage": message.usage_metadata,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        return
+    with spinner(f"Waiting for {backend.model}..."):
+        stream = chain.stream(variables)
+        first = next(stream, None)
+    if first is not None:
+        sys.stdout.write(first.text)
+    for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def report(exc: LlamapipeError) -> None:
+    err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see pipelines.errors)."""
+    try:
+        # Standalone mode: typer reports usage errors (exit 2) and turns Ctrl-C into 130.
+        app(args=argv, prog_name="llamapipe")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+    except LlamapipeError as exc:
+        report(exc)
+        return exc.exit_code
+    except Exception as exc:  # a bug: keep it short, unless asked for the traceback
+        if os.environ.get("LLAMAPIPE_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
+            "[yellow]hint:[/yellow] this is a bug in llamapipe; rerun with LLAMAPIPE_DEBUG=1 "
+            "for the traceback and report it",
+            highlight=False,
+        )
+        return 1
+    return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

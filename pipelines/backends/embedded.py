@@ -1,0 +1,319 @@
+"""The embedded backend: llama.cpp in this process, through llama-cpp-python.
+
+We wrap `llama_cpp.Llama` in our own langchain-core models rather than using
+langchain-community's `ChatLlamaCpp`, because that one seeds the sampler once per
+load (a repeated call with the same seed gives a different answer) and is not safe
+to call from several threads (`.batch` would crash llama.cpp). Here every call
+takes its own seed and calls into one loaded model are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.llms import LLM
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.errors import LlamaCppMissingError, UsageError
+
+
+def require_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise LlamaCppMissingError(
+            "llama-cpp-python is not installed, so the embedded backend cannot run",
+            hint="`pip install llama-cpp-python` (it compiles llama.cpp, about 5 minutes), "
+            "or use `--backend ollama`",
+        ) from None
+    return llama_cpp
+
+
+def llama_cpp_version() -> str | None:
+    try:
+        return str(require_llama_cpp().__version__)
+    except LlamaCppMissingError:
+        return None
+
+
+@dataclass
+class LlamaRuntime:
+    """One loaded model and the lock that serialises calls into it."""
+
+    llama: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fresh(self) -> None:
+        """Forget the KV cache before a call (hold `lock`).
+
+        llama-cpp-python reuses a cached prompt prefix, and a prompt decoded in pieces
+        gives slightly different logits than one decoded whole, so the same seeded call
+        could answer differently depending on what ran before. Re-reading the prompt
+        costs milliseconds on small models; repeatable answers are worth it.
+        """
+        self.llama.reset()
+
+
+# Loading weights costs far more than a call, and several models built from one
+# setting (chat, completion, a test server) should share one copy in memory.
+_runtimes: dict[tuple[str, int, int, bool], LlamaRuntime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def load_runtime(
+    path: Path, n_ctx: int, threads: int | None = None, embedding: bool = False
+) -> LlamaRuntime:
+    """The loaded model for these parameters, loading it on first use."""
+    n_threads = threads or os.cpu_count() or 1
+    key = (str(path), n_ctx, n_threads, embedding)
+    with _runtimes_lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            llama = require_llama_cpp().Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                embedding=embedding,
+                verbose=False,
+            )
+            runtime = _runtimes[key] = LlamaRuntime(llama)
+        return runtime
+
+
+@atexit.register
+def _close_runtimes() -> None:
+    # Free models while the interpreter is whole; llama.cpp's finaliser fails at shutdown.
+    with _runtimes_lock:
+        for runtime in _runtimes.values():
+            runtime.llama.close()
+        _runtimes.clear()
+
+
+class LlamaParams(BaseModel):
+    """Generation settings shared by the embedded chat and completion models."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_path: Path
+    n_ctx: int = 4096
+    threads: int | None = None
+    temperature: float = 0.0
+    seed: int | None = 0
+    max_tokens: int = 512
+    stop: list[str] = Field(default_factory=list)
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+
+    @property
+    def model_name(self) -> str:
+        return self.model_path.name.removesuffix(".gguf")
+
+    def _runtime(self) -> LlamaRuntime:
+        return load_runtime(self.model_path, self.n_ctx, self.threads)
+
+    def _call_params(self, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+            "stop": [*self.stop, *(stop or [])] or None,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+        }
+        params.update({k: v for k, v in overrides.items() if k in params})
+        if params["seed"] is None:
+            # llama.cpp keeps its sampler state between calls; without a seed each call
+            # must still differ, so draw one.
+            params["seed"] = int.from_bytes(os.urandom(4), "little")
+        return params
+
+
+_ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+
+
+def _to_llama_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    converted = []
+    for message in messages:
+        role = next((r for t, r in _ROLES.items() if isinstance(message, t)), None)
+        if role is None:
+            raise UsageError(
+                f"the embedded backend cannot send a {type(message).__name__}",
+                hint="use system, human and AI messages only",
+            )
+        converted.append({"role": role, "content": message.text})
+    return converted
+
+
+def _usage(usage: dict[str, int] | None) -> dict[str, int] | None:
+    if not usage:
+        return None
+    return {
+        "input_tokens": usage["prompt_tokens"],
+        "output_tokens": usage["completion_tokens"],
+        "total_tokens": usage["total_tokens"],
+    }
+
+
+class EmbeddedChatModel(LlamaParams, BaseChatModel):
+    """A langchain-core chat model over a GGUF file run in-process by llama.cpp."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamapipe-embedded-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model_name, "n_ctx": self.n_ctx}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        runtime = self._runtime()
+        with runtime.lock:
+            runtime.fresh()
+            response = runtime.llama.create_chat_completion(
+                messages=_to_llama_messages(messages), **self._call_params(stop, kwargs)
+            )
+        choice = response["choices"][0]
+        message = AIMessage(
+            content=choice["message"]["content"] or "",
+            usage_metadata=_usage(response.get("usage")),
+            response_metadata={
+                "model_name": self.model_name,
+                "finish_reason": choice.get("finish_reason"),
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        runtime = self._runtime()
+        with runtime.lock:  # held until the stream ends or is closed
+            runtime.fresh()
+            stream = runtime.llama.create_chat_completion(
+                messages=_to_llama_messages(messages),
+                stream=True,
+                **self._call_params(stop, kwargs),
+            )
+            for part in stream:
+                choice = part["choices"][0]
+                text = choice["delta"].get("content") or ""
+                finish = choice.get("finish_reason")
+                if not text and not finish:
+                    continue
+                metadata = (
+                    {"model_name": self.model_name, "finish_reason": finish} if finish else {}
+                )
+                chunk = ChatGenerationChunk(
+                    message=AIMessageChunk(content=text, response_metadata=metadata)
+                )
+                if run_manager and text:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+
+
+class EmbeddedLLM(LlamaParams, LLM):
+    """The same model as a completion (raw prompt) model, for completion-form prompts."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamapipe-embedded-completion"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model_name, "n_ctx": self.n_ctx}
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        runtime = self._runtime()
+        with runtime.lock:
+            runtime.fresh()
+            response = runtime.llama.create_completion(
+                prompt=prompt, **self._call_params(stop, kwargs)
+            )
+        return str(response["choices"][0]["text"])
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        runtime = self._runtime()
+        with runtime.lock:
+            runtime.fresh()
+            for part in runtime.llama.create_completion(
+                prompt=prompt, stream=True, **self._call_params(stop, kwargs)
+            ):
+                text = part["choices"][0]["text"]
+                if not text:
+                    continue
+                chunk = GenerationChunk(text=text)
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+
+
+def _pooled(vector: Any) -> list[float]:
+    """One L2-normalised vector. Models without a pooling type (chat models such as
+    SmolLM2) give one vector per token; those are mean-pooled first."""
+    import numpy as np
+
+    array = np.asarray(vector, dtype=np.float64)
+    if array.ndim == 2:
+        array = array.mean(axis=0)
+    norm = float(np.linalg.norm(array))
+    return (array / norm if norm else array).tolist()
+
+
+class EmbeddedEmbeddings(BaseModel, Embeddings):
+    """Embeddings from a GGUF embedding model, L2-normalised like Ollama's /api/embed."""
+
+    model_path: Path
+    n_ctx: int = 4096
+    threads: int | None = None
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        runtime = load_runtime(self.model_path, self.n_ctx, self.threads, embedding=True)
+        with runtime.lock:
+            vectors = runtime.llama.embed(texts)
+        return [_pooled(v) for v in vectors]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]

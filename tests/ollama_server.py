@@ -1,0 +1,407 @@
+"""An Ollama-protocol HTTP server on loopback, backed by the embedded GGUF model.
+
+It implements the endpoints llamapipe uses, as Ollama's published API describes
+them (docs/api.md): GET /api/version, GET /api/tags, POST /api/show,
+POST /api/chat and /api/generate (NDJSON streams, or one JSON object with
+"stream": false), POST /api/embed. Unknown models get Ollama's 404
+`{"error": "model \\"x\\" not found, try pulling it first"}`.
+
+Faults can be injected for the next requests (see `Fault`): an error status, a
+slow first byte, or a stream cut off mid-way. A refused connection is simply a
+port nobody listens on (`refused_url()`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from pipelines.backends.embedded import EmbeddedEmbeddings, load_runtime
+from pipelines.backends.gguf import read_gguf_info
+
+VERSION = "0.6.0-llamapipe-test"
+
+
+@dataclass
+class Fault:
+    """What goes wrong with the next matching request.
+
+    kind: "status" (answer `status` with an error body), "slow" (wait `delay`
+    seconds before the first byte), "cut" (close the connection after `after`
+    stream chunks, mid-way through the chunked body).
+    """
+
+    kind: str
+    path: str | None = None  # only requests to this path; None = any
+    status: int = 500
+    delay: float = 0.0
+    after: int = 2
+    times: int = 1
+
+
+def refused_url() -> str:
+    """A loopback URL where the connection is refused (the port was just freed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class OllamaProtocolServer:
+    """`with OllamaProtocolServer({"smollm2:135m": path}) as server: server.url`"""
+
+    def __init__(self, models: dict[str, Path], n_ctx: int = 4096) -> None:
+        self.models = models
+        self.n_ctx = n_ctx
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._infos = {name: read_gguf_info(path) for name, path in models.items()}
+        handler = type("Handler", (_Handler,), {"backend": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> OllamaProtocolServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    def take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path in (None, path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def record(self, path: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append((path, body))
+
+    # -- what the endpoints answer ------------------------------------------------------------
+
+    def tags(self) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "model": name,
+                    "modified_at": _now(),
+                    "size": info.size_bytes,
+                    "digest": f"{abs(hash(name)):064x}"[:64],
+                    "details": self._details(name),
+                }
+                for name, info in self._infos.items()
+            ]
+        }
+
+    def _details(self, name: str) -> dict[str, Any]:
+        info = self._infos[name]
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": info.architecture,
+            "families": [info.architecture],
+            "parameter_size": info.size_label,
+            "quantization_level": "Q4_1",
+        }
+
+    def show(self, name: str) -> dict[str, Any]:
+        info = self._infos[name]
+        return {
+            "modelfile": f"FROM {info.path}\n",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": self._details(name),
+            "model_info": {
+                "general.architecture": info.architecture,
+                "general.parameter_count": info.parameters,
+                f"{info.architecture}.context_length": info.context_length,
+            },
+            "capabilities": ["completion", "embedding"],
+            "modified_at": _now(),
+        }
+
+    def runtime(self, name: str) -> Any:
+        return load_runtime(self.models[name], self.n_ctx)
+
+
+def _llama_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Ollama `options` -> llama-cpp-python sampling arguments."""
+    options = options or {}
+    params: dict[str, Any] = {
+        "temperature": options.get("temperature", 0.8),
+        "seed": options.get("seed") if options.get("seed") is not None else 0,
+        "max_tokens": options.get("num_predict") or 128,
+        "stop": options.get("stop") or None,
+        "top_k": options.get("top_k") or 40,
+        "top_p": options.get("top_p") or 0.9,
+        "repeat_penalty": options.get("repeat_penalty") or 1.0,
+    }
+    if params["max_tokens"] < 0:  # Ollama: -1 means "until done"
+        params["max_tokens"] = 512
+    return params
+
+
+class _Handler(BaseHTTPRequestHandler):
+    backend: OllamaProtocolServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet in tests
+        pass
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(status, {"error": message})
+
+    def _stream(self, parts: Any, fault: Fault | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i, part in enumerate(parts):
+            if fault and fault.kind == "cut" and i == fault.after:
+                # Close without the terminating zero-length chunk: a broken stream.
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            line = (json.dumps(part) + "\n").encode()
+            self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _body(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._error(400, "invalid JSON in request body")
+            return None
+        return body if isinstance(body, dict) else {}
+
+    def _prelude(self, path: str) -> Fault | None:
+        """Apply a pending fault; returns it when the handler must still act on it."""
+        fault = self.backend.take_fault(path)
+        if fault is None:
+            return None
+        if fault.kind == "slow":
+            time.sleep(fault.delay)
+            return None
+        if fault.kind == "status":
+            self._error(fault.status, f"injected failure ({fault.status})")
+            return fault
+        return fault
+
+    def _model(self, body: dict[str, Any]) -> str | None:
+        name = body.get("model") or ""
+        for candidate in (name, f"{name}:latest"):
+            if candidate in self.backend.models:
+                return candidate
+        self._error(404, f'model "{name}" not found, try pulling it first')
+        return None
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self.backend.record(self.path, {})
+        fault = self._prelude(self.path)
+        if fault and fault.kind == "status":
+            return
+        if self.path == "/api/version":
+            self._send_json(200, {"version": VERSION})
+        elif self.path == "/api/tags":
+            self._send_json(200, self.backend.tags())
+        elif self.path == "/":
+            body = b"Ollama is running"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self._error(404, "404 page not found")
+
+    def do_POST(self) -> None:
+        body = self._body()
+        if body is None:
+            return
+        self.backend.record(self.path, body)
+        fault = self._prelude(self.path)
+        if fault and fault.kind == "status":
+            return
+        routes = {
+            "/api/show": self._show,
+            "/api/chat": self._chat,
+            "/api/generate": self._generate,
+            "/api/embed": self._embed,
+        }
+        route = routes.get(self.path)
+        if route is None:
+            self._error(404, "404 page not found")
+            return
+        route(body, fault)
+
+    def _show(self, body: dict[str, Any], fault: Fault | None) -> None:
+        name = self._model(body)
+        if name:
+            self._send_json(200, self.backend.show(name))
+
+    def _chat(self, body: dict[str, Any], fault: Fault | None) -> None:
+        name = self._model(body)
+        if not name:
+            return
+        messages = [
+            {"role": m.get("role", "user"), "content": m.get("content", "")}
+            for m in body.get("messages", [])
+        ]
+        self._respond(name, body, fault, messages=messages)
+
+    def _generate(self, body: dict[str, Any], fault: Fault | None) -> None:
+        name = self._model(body)
+        if not name:
+            return
+        if body.get("raw"):
+            self._respond(name, body, fault, prompt=body.get("prompt", ""))
+            return
+        messages = [{"role": "system", "content": body["system"]}] if body.get("system") else []
+        messages.append({"role": "user", "content": body.get("prompt", "")})
+        self._respond(name, body, fault, messages=messages)
+
+    def _respond(
+        self,
+        name: str,
+        body: dict[str, Any],
+        fault: Fault | None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        """Generate with llama.cpp; answer in /api/chat or /api/generate shape."""
+        chat = self.path == "/api/chat"
+        params = _llama_options(body.get("options"))
+        runtime = self.backend.runtime(name)
+        started = time.perf_counter_ns()
+
+        def piece(text: str) -> dict[str, Any]:
+            base = {"model": name, "created_at": _now(), "done": False}
+            if chat:
+                return {**base, "message": {"role": "assistant", "content": text}}
+            return {**base, "response": text}
+
+        def generate() -> Any:
+            count, reason = 0, "stop"
+            with runtime.lock:
+                runtime.fresh()
+                if messages is not None:
+                    stream = runtime.llama.create_chat_completion(
+                        messages=messages, stream=True, **params
+                    )
+                    deltas = (
+                        (
+                            p["choices"][0]["delta"].get("content") or "",
+                            p["choices"][0]["finish_reason"],
+                        )
+                        for p in stream
+                    )
+                else:
+                    stream = runtime.llama.create_completion(prompt=prompt, stream=True, **params)
+                    deltas = (
+                        (p["choices"][0]["text"], p["choices"][0]["finish_reason"]) for p in stream
+                    )
+                for text, finish in deltas:
+                    if finish:
+                        reason = finish
+                    if text:
+                        count += 1
+                        yield piece(text)
+            elapsed = time.perf_counter_ns() - started
+            final = piece("")
+            final.update(
+                done=True,
+                done_reason="length" if reason == "length" else "stop",
+                total_duration=elapsed,
+                load_duration=0,
+                prompt_eval_count=len(
+                    runtime.llama.tokenize(json.dumps(messages or prompt).encode())
+                ),
+                prompt_eval_duration=0,
+                eval_count=count,
+                eval_duration=elapsed,
+            )
+            if not chat:
+                final["context"] = []
+            yield final
+
+        if body.get("stream", True):
+            self._stream(generate(), fault)
+            return
+        parts = list(generate())
+        final = parts[-1]
+        text = "".join(p["message"]["content"] if chat else p["response"] for p in parts[:-1])
+        if chat:
+            final["message"] = {"role": "assistant", "content": text}
+        else:
+            final["response"] = text
+        self._send_json(200, final)
+
+    def _embed(self, body: dict[str, Any], fault: Fault | None) -> None:
+        name = self._model(body)
+        if not name:
+            return
+        inputs = body.get("input", "")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        started = time.perf_counter_ns()
+        embedder = EmbeddedEmbeddings(
+            model_path=self.backend.models[name], n_ctx=self.backend.n_ctx
+        )
+        self._send_json(
+            200,
+            {
+                "model": name,
+                "embeddings": embedder.embed_documents(texts),
+                "total_duration": time.perf_counter_ns() - started,
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(t.split()) for t in texts),
+            },
+        )
