@@ -14,7 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Read at import, before the autouse fixture moves HOME: pip must find its real wheel
 # cache, or it would compile llama-cpp-python again (minutes).
-PIP_ENV = {k: os.environ[k] for k in ("HOME", "XDG_CACHE_HOME", "PIP_CACHE_DIR") if k in os.environ}
+PIP_CACHE_DIR = os.environ.get("PIP_CACHE_DIR") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+)
 pytestmark = pytest.mark.slow
 
 
@@ -50,7 +52,7 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel: Path, tmp_path: Path) ->
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     # Dependencies come from the package index (llama-cpp-python from pip's wheel cache).
-    pip_env = {**os.environ, **PIP_ENV}
+    pip_env = {**os.environ, "PIP_CACHE_DIR": PIP_CACHE_DIR}
     run(
         venv / "bin" / "pip",
         "install",
