@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for llama.cpp; empty means all cores."
     )
+    # -- sandbox (PAL programs) --------------------------------------------------------------
+    sandbox_timeout: float = Field(5.0, gt=0, description="Seconds a sandboxed program may run.")
+    sandbox_memory_mb: int = Field(256, ge=32, description="Memory cap for a sandboxed program.")
+    sandbox_modules: list[str] = Field(
+        default_factory=list,
+        description="Modules a sandboxed program may import on top of the pure-computation "
+        'standard ones (e.g. ["numpy"]).',
+    )
+    sandbox_isolation: Literal["linux", "unsafe"] = Field(
+        "linux",
+        description="'linux': OS walls (namespaces, Landlock, seccomp), refused where missing; "
+        "'unsafe': no OS walls, labelled unsafe in every output.",
+    )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
         description="Where indexes and eval history live.",

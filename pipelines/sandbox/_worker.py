@@ -1,0 +1,277 @@
+"""The sandbox worker: one fresh process per program, walled in before the program arrives.
+
+Started by the host as `python -I -S -X utf8 _worker.py CONFIG_JSON` with stdin, stdout,
+stderr and one more pipe (the result fd) as pipes; standard library only. It
+
+1. imports the allowed modules (so the program's imports need no file access later),
+2. drops root, enters new user/pid/net/mount/ipc/uts/cgroup namespaces and forks: the
+   child is pid 1 of an empty pid namespace, the parent only waits for it,
+3. mounts a size-capped tmpfs on /tmp as the scratch dir, sets rlimits, drops every
+   capability, sets no_new_privs, applies Landlock (read the runtime, write scratch, no
+   TCP, no signals out) and a seccomp filter (no sockets, processes, exec, mounts, ...),
+4. adds Python-level layers (audit hook, import allowlist) as defence in depth,
+5. writes b"R" on the result fd and waits for the program on stdin,
+6. runs it as a fresh `__main__`, calls `solution()` if defined, and writes one JSON
+   document on the result fd, made here inside the walls; then exits.
+
+On a setup failure it writes b"E" and a JSON {"wall", "detail"} on the result fd and exits 3.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import linecache
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from typing import Any
+
+PROGRAM = "<program>"
+RESULT_FD = -1  # set from the config: the pipe the host reads the result from
+
+
+def main() -> None:
+    global RESULT_FD
+    cfg = json.loads(sys.argv[1])
+    RESULT_FD = cfg["result_fd"]
+    sys.path[:0] = cfg["sys_path"]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _walls
+
+    sys.path.pop(0)
+    try:
+        for name in cfg["preload"]:
+            # Allowed but not installed: the program gets the normal ImportError later.
+            with contextlib.suppress(ImportError):
+                __import__(name)
+        if cfg["walls"]:
+            build_walls(_walls, cfg)
+        else:  # unsafe, asked for by name: no OS walls, but still never root
+            _walls.drop_root()
+            _walls.die_with_parent(signal.SIGKILL)
+            set_rlimits(cfg)
+            os.chdir(cfg["scratch"])
+    except _walls.WallError as exc:
+        _send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
+        os._exit(3)
+    add_python_layers(cfg)
+    reserve = bytearray(1 << 20)  # freed before reporting, so a MemoryError can be reported
+    _send(b"R")
+    request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    report = run_program(request["code"], cfg)
+    del reserve
+    _finish(report, cfg)
+
+
+def build_walls(_walls: Any, cfg: dict) -> None:
+    _walls.drop_root()
+    _walls.die_with_parent(signal.SIGKILL)
+    _walls.enter_namespaces()
+    child = os.fork()
+    if child:
+        supervise(child)
+    # pid 1 of the new pid namespace from here on.
+    _walls.die_with_parent(signal.SIGKILL)
+    _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
+    os.chdir("/tmp")
+    set_rlimits(cfg)
+    _walls.drop_capabilities()
+    _walls.landlock(readable=cfg["readable"], writable=["/tmp", "/dev/null"])
+    _walls.seccomp()
+
+
+def supervise(child: int) -> None:
+    """The namespace's outside half: hold nothing open, wait, pass on how the child ended."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            os.close(int(fd))
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))
+
+
+def set_rlimits(cfg: dict) -> None:
+    cpu = math.ceil(cfg["timeout"]) + 1  # the host's wall-clock timer comes first
+    limits = {
+        resource.RLIMIT_AS: cfg["memory_bytes"],
+        resource.RLIMIT_CPU: cpu,
+        resource.RLIMIT_FSIZE: cfg["scratch_bytes"],
+        resource.RLIMIT_NOFILE: 64,
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_NPROC: cfg["threads"] + 2,  # + this process + the waiting parent
+    }
+    for kind, value in limits.items():
+        resource.setrlimit(kind, (value, value))  # soft = hard: cannot be raised again
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap fail with EFBIG
+
+
+# -- defence in depth: Python-level layers ------------------------------------------------
+
+_BLOCKED_EVENTS = (
+    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+    "os.kill", "os.killpg", "signal.pthread_kill", "subprocess.", "socket.", "ctypes.",
+    "pty.", "os.putenv", "os.unsetenv", "os.setuid", "os.chroot", "sys.addaudithook",
+    "sys._current_frames", "mmap.",
+)  # fmt: skip
+
+
+def add_python_layers(cfg: dict) -> None:
+    # Internal helpers the C code of allowed modules imports through the program's own
+    # __import__ (datetime.strptime imports _strptime): allowed too, and already loaded.
+    allowed = set(cfg["allowed_modules"]) | set(cfg["internal_modules"])
+    setting = cfg["allow_setting"]
+    real_import = builtins.__import__
+
+    def audit(event: str, args: tuple) -> None:
+        if event.startswith(_BLOCKED_EVENTS):
+            raise PermissionError(f"{event} is not allowed in the sandbox")
+
+    def guarded_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
+        if level:
+            raise ImportError("relative imports are not allowed in the sandbox")
+        if name not in allowed and name.partition(".")[0] not in allowed:
+            raise ImportError(
+                f"module '{name}' is not allowed in the sandbox; allow it with {setting}",
+                name=name,
+            )
+        return real_import(name, globals, locals, fromlist, level)
+
+    safe = dict(builtins.__dict__)
+    safe["__import__"] = guarded_import
+    for name in ("breakpoint", "__loader__", "__spec__", "open" if cfg["no_open"] else ""):
+        safe.pop(name, None)
+    if not cfg["python_layers"]:  # tests use this to show the OS walls hold on their own
+        cfg["builtins"] = builtins
+        return
+    cfg["builtins"] = safe
+    sys.addaudithook(audit)
+
+
+# -- the program ---------------------------------------------------------------------------
+
+
+def run_program(code: str, cfg: dict) -> dict:
+    report: dict = {"ok": False, "result": None, "error": None, "memory": False}
+    namespace = {"__name__": "__main__", "__builtins__": cfg["builtins"]}
+    linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
+    try:
+        compiled = compile(code, PROGRAM, "exec", dont_inherit=True)
+        exec(compiled, namespace)
+        solution = namespace.get("solution")
+        value = solution() if callable(solution) else None
+        report["result"] = to_json(value, cfg)
+        report["ok"] = True
+    except SystemExit as exc:
+        report["ok"] = exc.code in (None, 0)
+        if not report["ok"]:
+            report["error"] = describe(exc)
+    except MemoryError as exc:
+        report["memory"] = True
+        report["error"] = describe(exc)
+    except BaseException as exc:
+        report["error"] = describe(exc)
+    return report
+
+
+def describe(exc: BaseException) -> dict:
+    try:
+        kind = type(exc).__qualname__
+        if type(exc).__module__ not in ("builtins", "__main__"):
+            kind = f"{type(exc).__module__}.{kind}"
+        message = _safe_str(exc)
+        frames = traceback.extract_tb(exc.__traceback__)
+        mine = [f for f in frames if f.filename == PROGRAM]
+        lines = ["Traceback (most recent call last):\n", *traceback.format_list(mine)]
+        lines += traceback.format_exception_only(exc)
+        return {"type": kind, "message": message, "traceback": "".join(lines)[-8000:]}
+    except BaseException:
+        return {"type": "Exception", "message": "<unprintable exception>", "traceback": ""}
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)[:4000]
+    except BaseException:
+        return "<unprintable>"
+
+
+def to_json(value: object, cfg: dict) -> object:
+    """Plain JSON values, made here: containers walked with bounds, the rest as repr text."""
+    budget = [cfg["result_items"]]
+    max_depth = cfg["result_depth"]
+
+    def walk(v: object, depth: int) -> object:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError("the result has too many items")
+        t = type(v)
+        if v is None or t is bool or t is str:
+            return v
+        if t is int:
+            return v if v.bit_length() <= 128 else _text(v)  # type: ignore[attr-defined]
+        if t is float:
+            return v if math.isfinite(v) else repr(v)  # type: ignore[arg-type]
+        if depth >= max_depth:
+            raise ValueError(f"the result is nested deeper than {max_depth} levels")
+        if t in (list, tuple):
+            return [walk(x, depth + 1) for x in v]  # type: ignore[attr-defined]
+        if t is dict:
+            return {
+                k if type(k) is str else _text(k): walk(x, depth + 1)
+                for k, x in v.items()  # type: ignore[attr-defined]
+            }
+        if t in (set, frozenset):
+            return [walk(x, depth + 1) for x in v]  # type: ignore[attr-defined]
+        return _text(v)
+
+    return walk(value, 0)
+
+
+def _text(value: object) -> str:
+    try:
+        module = type(value).__module__
+        if module in ("fractions", "decimal"):
+            return str(value)
+        return repr(value)[:10000]
+    except BaseException:
+        return "<unrepresentable value>"
+
+
+def _send(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(RESULT_FD, view) :]
+
+
+def _finish(report: dict, cfg: dict) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    try:
+        blob = json.dumps(report, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    except BaseException as exc:
+        report["result"], report["ok"] = None, False
+        report["error"] = {"type": "ResultError", "message": _safe_str(exc), "traceback": ""}
+        blob = json.dumps(report).encode()
+    if len(blob) > cfg["result_bytes"]:
+        report["result"], report["ok"] = None, False
+        report["error"] = {
+            "type": "ResultError",
+            "message": f"the result is larger than {cfg['result_bytes']} bytes as JSON",
+            "traceback": "",
+        }
+        blob = json.dumps(report, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    _send(blob)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
