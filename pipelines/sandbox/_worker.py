@@ -270,6 +270,10 @@ def _finish(report: dict, cfg: dict) -> None:
         }
         blob = json.dumps(report, ensure_ascii=False).encode("utf-8", "backslashreplace")
     _send(blob)
+    # Close the pipes before exiting, so the host sees the end now, not after teardown.
+    for fd in (1, 2, RESULT_FD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
     os._exit(0)
 
 

@@ -160,8 +160,11 @@ class _Worker:
                         if sum(map(len, streams.values())) > out_cap:
                             killed = "output"
         duration_ms = (time.perf_counter() - started) * 1000
-        self.kill()
-        returncode = self.proc.wait()
+        if killed is not None or result[-1:] != b"}":
+            self.kill()  # stopped, or died: the exit status says how
+            returncode = self.proc.wait()
+        else:
+            returncode = 0  # it reported and closed its pipes; the reaper collects it
         stdout, stderr = (bytes(b) for b in streams.values())
         return _build_result(
             bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
@@ -183,6 +186,32 @@ class _Worker:
             import shutil
 
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class _Reaper:
+    """Kills and collects used workers off the caller's path (a run need not wait)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def dispose(self, worker: _Worker) -> None:
+        worker.kill()  # at once: nothing of a run outlives it, even while queued
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="llamapipe-sandbox-reaper", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(worker)
+
+    def _loop(self) -> None:
+        while True:
+            self._queue.get().dispose()
+
+
+_reaper = _Reaper()
 
 
 def _read_some(fd: int, n: int, timeout: float) -> bytes:
@@ -339,7 +368,17 @@ class Sandbox:
         try:
             return worker.execute(code, self.limits)
         finally:
-            worker.dispose()
+            _reaper.dispose(worker)
+
+    def warm(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Wait until a walled worker is ready (what a run normally finds); False on timeout."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while self._idle < 1:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def close(self) -> None:
         self._closed = True
