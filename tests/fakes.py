@@ -1,0 +1,99 @@
+"""Scripted fake models: replies decided by the test, every call recorded, no sockets."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.llms import LLM
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, Field
+
+Script = list[str] | Callable[[str], str]
+
+
+class _Recorder:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def reply(self, prompt: str, **params: Any) -> str:
+        with self.lock:
+            self.calls.append({"prompt": prompt, **params})
+            if callable(self.script):
+                return self.script(prompt)
+            if not self.script:
+                raise AssertionError("the scripted model ran out of replies")
+            return self.script.pop(0)
+
+
+def _as_text(messages: list[BaseMessage]) -> str:
+    return "\n".join(f"[{m.type}] {m.text}" for m in messages)
+
+
+class ScriptedChat(BaseChatModel):
+    """Replies from a list (in order) or a function of the prompt text."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    recorder: Any = Field(exclude=True)
+    temperature: float = 0.0
+    seed: int | None = 0
+    model_name: str = "scripted-chat"
+
+    def __init__(self, script: Script, **kw: Any) -> None:
+        super().__init__(recorder=_Recorder(script), **kw)
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return list(self.recorder.calls)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-chat"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self.recorder.reply(
+            _as_text(messages), temperature=self.temperature, seed=self.seed, messages=messages
+        )
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class ScriptedLLM(LLM):
+    """A completion model with a script; records the raw prompt and stop sequences."""
+
+    recorder: Any = Field(exclude=True)
+    temperature: float = 0.0
+    seed: int | None = 0
+    model_name: str = "scripted-llm"
+
+    def __init__(self, script: Script, **kw: Any) -> None:
+        super().__init__(recorder=_Recorder(script), **kw)
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return list(self.recorder.calls)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-llm"
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return self.recorder.reply(prompt, stop=stop, temperature=self.temperature, seed=self.seed)
