@@ -23,6 +23,8 @@ demo: install
 	$(DEMO_ENV) $(BIN)/llamapipe models
 	@echo "== chat with the embedded Llama (SmolLM2-135M-Instruct) =="
 	$(DEMO_ENV) $(BIN)/llamapipe chat "What is the capital of France? Answer in one sentence."
+	@echo "== PAL: the model writes a program, the sandbox runs it =="
+	$(DEMO_ENV) $(BIN)/llamapipe pal ask "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
 test: install
 	$(BIN)/pytest

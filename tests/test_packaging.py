@@ -39,6 +39,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_code_and_the_prompt_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "cli.py" in names
+    assert "commands/pal.py" in names
     assert "pipelines/backends/embedded.py" in names
     assert "prompts/chat/default.jinja" in names
     repo_prompts = {str(p.relative_to(ROOT)) for p in (ROOT / "prompts").rglob("*.jinja")}

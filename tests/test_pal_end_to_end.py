@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import cli
+from commands import common
 from pipelines.backends import Backend, load_backend
 from pipelines.pal import PAL
 from pipelines.pal.dataset import BUNDLED
@@ -36,7 +36,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedChat]:
     backend = SimpleNamespace(
         name="fake", model="scripted", reason="test", chat=model, completion=model
     )
-    monkeypatch.setattr(cli, "load_model", lambda settings: backend)
+    monkeypatch.setattr(common, "load_model", lambda settings: backend)
     yield model
 
 
@@ -61,7 +61,7 @@ def test_cli_pal_ask_failure_exits_1(
 ) -> None:
     model = ScriptedChat(lambda prompt: "I cannot write programs.")
     backend = SimpleNamespace(name="fake", model="m", reason="t", chat=model, completion=model)
-    monkeypatch.setattr(cli, "load_model", lambda settings: backend)
+    monkeypatch.setattr(common, "load_model", lambda settings: backend)
     r = run_cli(capsys, "pal", "ask", "q?", "--retries", "1", "--show-program")
     assert r.code == 1 and "no answer" in r.stderr and "Traceback" not in r.stderr
 

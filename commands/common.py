@@ -1,0 +1,107 @@
+"""What every command shares: the consoles, the model flags, JSON output, spinners.
+
+Data goes to stdout (one JSON document with --json); progress, spinners, notes and
+errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from pipelines.settings import Settings, load_settings
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+# -- shared model flags ---------------------------------------------------------------------
+
+
+def _flag(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel="Model", show_default=False, **kw)
+
+
+_MODEL_FLAGS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    for name, annotation in {
+        "backend": Annotated[
+            Optional[str],
+            _flag("--backend", "-b", help="auto | ollama | embedded", metavar="NAME"),
+        ],
+        "ollama_model": Annotated[
+            Optional[str], _flag("--model", "-m", help="Ollama model tag, e.g. llama3.1:8b")
+        ],
+        "ollama_host": Annotated[
+            Optional[str], _flag("--host", help="Ollama address (default: OLLAMA_HOST)")
+        ],
+        "gguf": Annotated[
+            Optional[Path], _flag("--gguf", help="GGUF file for the embedded backend")
+        ],
+        "temperature": Annotated[Optional[float], _flag("--temperature", "-t", help="0 = greedy")],
+        "seed": Annotated[Optional[int], _flag("--seed", help="sampling seed")],
+        "max_tokens": Annotated[
+            Optional[int], _flag("--max-tokens", help="most tokens to generate")
+        ],
+        "num_ctx": Annotated[Optional[int], _flag("--num-ctx", help="context window in tokens")],
+        "stop": Annotated[Optional[list[str]], _flag("--stop", help="stop sequence (repeatable)")],
+    }.items()
+]
+
+
+def with_model_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the model flags; it receives the effective `settings` instead."""
+    signature = inspect.signature(fn, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "settings"]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        flags = {p.name: kwargs.pop(p.name) for p in _MODEL_FLAGS}
+        return fn(*args, settings=load_settings(flags), **kwargs)
+
+    command.__signature__ = signature.replace(parameters=own + _MODEL_FLAGS)  # type: ignore[attr-defined]
+    return command
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VerboseFlag = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show the rendered prompt on stderr.")
+]
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def spinner(message: str) -> Iterator[None]:
+    """A spinner on stderr (only when stderr is a terminal)."""
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+def announce(backend: Any) -> None:
+    err.print(f"[dim]backend: {backend.name} ({backend.model}) - {backend.reason}[/dim]")
+
+
+def load_model(settings: Settings) -> Any:
+    from pipelines.backends import load_backend
+
+    with spinner("Looking for a model..."):
+        backend = load_backend(settings)
+    with spinner(f"Loading {backend.model}..."):
+        backend.warm()
+    return backend

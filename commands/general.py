@@ -1,0 +1,189 @@
+"""`llamapipe config`, `models` and `chat`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from commands import common
+from commands.common import (
+    JsonFlag,
+    VerboseFlag,
+    announce,
+    err,
+    out,
+    print_json,
+    spinner,
+    with_model_flags,
+)
+from pipelines.errors import (
+    LlamapipeError,
+    UsageError,
+)
+from pipelines.settings import Settings, describe_settings, load_settings
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def config(as_json: JsonFlag = False) -> None:
+    """Show every setting's effective value and where it came from."""
+    settings = load_settings()
+    rows = describe_settings(settings)
+    path = settings.config_file
+    if as_json:
+        print_json(
+            {"config_file": str(path), "config_file_exists": path.is_file(), "settings": rows}
+        )
+        return
+    state = "" if path.is_file() else " [dim](not present)[/dim]"
+    err.print(f"config file: {path}{state}")
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("meaning", ratio=1)
+    for row in rows:
+        style = "dim" if row["source"] == "default" else "green"
+        value = json.dumps(row["value"], ensure_ascii=False)
+        table.add_row(row["name"], value, f"[{style}]{row['source']}[/{style}]", row["description"])
+    out.print(table)
+
+
+def models(as_json: JsonFlag = False) -> None:
+    """List backends: Ollama's reachability and models, the embedded GGUF, and the auto choice."""
+    from pipelines.backends import choose_backend, embedded_gguf, probe
+    from pipelines.backends.embedded import llama_cpp_version
+    from pipelines.backends.gguf import read_gguf_info
+    from pipelines.backends.ollama import normalize_host
+
+    settings = load_settings()
+    host = normalize_host(settings.ollama_host)
+    with spinner(f"Asking Ollama at {host}..."):
+        status = probe(host, settings.probe_timeout)
+    embedded: dict[str, Any] = {"llama_cpp": llama_cpp_version()}
+    try:
+        info = read_gguf_info(embedded_gguf(settings))
+        embedded.update(
+            path=str(info.path),
+            size_bytes=info.size_bytes,
+            architecture=info.architecture,
+            name=info.name,
+            size_label=info.size_label,
+            parameters=info.parameters,
+            context_length=info.context_length,
+            error=None,
+        )
+    except LlamapipeError as exc:
+        embedded.update(path=str(settings.gguf or ""), error=str(exc))
+    try:
+        choice, reason, _ = choose_backend(settings.model_copy(update={"backend": "auto"}))
+    except LlamapipeError as exc:
+        choice, reason = None, str(exc)
+    document = {
+        "ollama": {
+            "host": host,
+            "reachable": status.reachable,
+            "version": status.version,
+            "error": status.error,
+            "model": settings.ollama_model,
+            "has_model": status.has_model(settings.ollama_model),
+            "models": status.models,
+        },
+        "embedded": embedded,
+        "auto": {"choice": choice, "reason": reason},
+    }
+    if as_json:
+        print_json(document)
+        return
+    _print_models(document)
+
+
+def _print_models(doc: dict[str, Any]) -> None:
+    ollama, embedded = doc["ollama"], doc["embedded"]
+    if ollama["reachable"]:
+        out.print(
+            f"[b]ollama[/b]   {ollama['host']}  [green]reachable[/green] "
+            f"(version {ollama['version']})"
+        )
+        table = Table("model", "size", "family", "parameters", "quantization", header_style="bold")
+        for m in ollama["models"]:
+            size = f"{(m['size_bytes'] or 0) / 1e9:.1f} GB"
+            table.add_row(
+                m["name"],
+                size,
+                m["family"] or "",
+                m["parameter_size"] or "",
+                m["quantization"] or "",
+            )
+        out.print(table if ollama["models"] else "  no models pulled yet")
+    else:
+        out.print(f"[b]ollama[/b]   {ollama['host']}  [red]not reachable[/red] ({ollama['error']})")
+    if embedded.get("error"):
+        out.print(f"[b]embedded[/b] [red]{embedded['error']}[/red]")
+    else:
+        out.print(
+            f"[b]embedded[/b] {embedded['path']}\n"
+            f"         {embedded['name']} · {embedded['architecture']} · "
+            f"{embedded['parameters'] / 1e6:.0f}M parameters · "
+            f"{embedded['size_bytes'] / 1e6:.0f} MB · "
+            f"context {embedded['context_length']}"
+        )
+    llama = embedded["llama_cpp"] or "[red]not installed[/red]"
+    out.print(f"         llama-cpp-python {llama}")
+    out.print(f"[b]auto[/b]     → {doc['auto']['choice']}: {doc['auto']['reason']}")
+
+
+@with_model_flags
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask; '-' reads standard input.")],
+    system: Annotated[
+        Optional[str], typer.Option("--system", "-s", help="A system message.")
+    ] = None,
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Send one prompt and stream the answer."""
+    from prompts import load_prompt, show
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
+    backend = common.load_model(settings)
+    announce(backend)
+    template = load_prompt("chat/default")
+    variables = {"prompt": prompt, "system": system or ""}
+    if verbose:
+        err.print(show(template.invoke(variables)), markup=False, highlight=False)
+    chain = template | backend.chat
+    started = time.perf_counter()
+    if as_json:
+        with spinner(f"Generating with {backend.model}..."):
+            message = chain.invoke(variables)
+        print_json(
+            {
+                "text": message.text,
+                "backend": backend.name,
+                "model": backend.model,
+                "reason": backend.reason,
+                "usage": message.usage_metadata,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        return
+    with spinner(f"Waiting for {backend.model}..."):
+        stream = chain.stream(variables)
+        first = next(stream, None)
+    if first is not None:
+        sys.stdout.write(first.text)
+    for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")

@@ -1,0 +1,233 @@
+"""`llamapipe pal ask` and `pal run`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from commands import common
+from commands.common import (
+    JsonFlag,
+    VerboseFlag,
+    announce,
+    err,
+    out,
+    print_json,
+    spinner,
+    with_model_flags,
+)
+from pipelines.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+)
+from pipelines.settings import Settings
+
+# -- PAL -------------------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Program-aided answers: the model writes Python, the sandbox runs it.",
+    no_args_is_help=True,
+)
+
+TaskFlag = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        help="math | math_ko | date | counting | colored_objects | penguins, or a .jinja path.",
+    ),
+]
+FormFlag = Annotated[
+    str,
+    typer.Option("--form", help="chat (default) or completion: which prompt form the model gets."),
+]
+
+
+def _pal_parts(settings: Settings, form: str) -> tuple[Any, Any]:
+    """The model in the asked-for form, and a started sandbox."""
+    from pipelines.sandbox import Limits, Sandbox
+
+    if form not in ("chat", "completion"):
+        raise UsageError(f"--form must be chat or completion, not {form!r}")
+    backend = common.load_model(settings)
+    announce(backend)
+    sandbox = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
+    sandbox.start()
+    if sandbox.isolation == "unsafe":
+        err.print("[bold yellow]UNSAFE:[/bold yellow] programs run without OS walls")
+    return backend, sandbox
+
+
+@app.command("ask")
+@with_model_flags
+def pal_ask(
+    question: Annotated[str, typer.Argument(help="The question; '-' reads standard input.")],
+    task: TaskFlag = "math",
+    samples: Annotated[
+        int, typer.Option("--samples", "-k", help="Programs to draw and vote on.", min=1)
+    ] = 1,
+    retries: Annotated[
+        int, typer.Option("--retries", help="Fix-ups per program after an error.", min=0)
+    ] = 1,
+    show_program: Annotated[
+        bool, typer.Option("--show-program", help="Show every attempt's program and error.")
+    ] = False,
+    form: FormFlag = "chat",
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Answer a question with a program the model writes and the sandbox runs."""
+    from rich.syntax import Syntax
+
+    from pipelines.pal import PAL, PALEvent, PALResult
+    from prompts import show
+
+    if question == "-":
+        question = sys.stdin.read()
+    if not question.strip():
+        raise UsageError("the question is empty", hint='e.g. llamapipe pal ask "What is 6 * 7?"')
+    backend, sandbox = _pal_parts(settings, form)
+    model = backend.chat if form == "chat" else backend.completion
+    pal = PAL(model=model, sandbox=sandbox, task=task, samples=samples, retries=retries)
+    if verbose:
+        err.print(show(pal.render(question)), markup=False, highlight=False)
+    result: PALResult | None = None
+    try:
+        with spinner(f"{backend.model} is writing a program..."):
+            for item in pal.stream(question):
+                if isinstance(item, PALEvent):
+                    _print_pal_event(item)
+                else:
+                    result = item
+    finally:
+        sandbox.close()
+    assert result is not None
+    if as_json:
+        print_json(result.to_json())
+    else:
+        if show_program:
+            for attempt in result.attempts:
+                err.rule(f"sample {attempt.sample + 1}, attempt {attempt.attempt + 1}")
+                if attempt.program:
+                    err.print(Syntax(attempt.program, "python", theme="ansi_dark"))
+                else:
+                    err.print(attempt.reply, markup=False, highlight=False)
+                if attempt.error:
+                    err.print(f"[red]{attempt.error.type}[/red]: {attempt.error.message}")
+        if result.program:
+            out.print(Syntax(result.program, "python", theme="ansi_dark", line_numbers=False))
+        if result.ok:
+            out.print(f"[b]answer:[/b] {json.dumps(result.answer, ensure_ascii=False)}")
+            if len(result.votes) > 1 or samples > 1:
+                tally = ", ".join(f"{a} x{n}" for a, n in result.votes.items())
+                out.print(f"[dim]votes: {tally}[/dim]")
+        else:
+            err.print(f"[bold red]no answer:[/bold red] {result.error}")
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def _print_pal_event(event: Any) -> None:
+    where = (
+        f"sample {event.sample + 1}, attempt {event.attempt + 1}"
+        if event.sample is not None
+        else ""
+    )
+    if event.kind == "ran":
+        status = "[green]ran[/green]" if event.ok else f"[red]{event.error.type}[/red]"
+        err.print(f"[dim]{where}:[/dim] {status}", highlight=False)
+    elif event.kind == "generated" and event.error is not None:
+        err.print(f"[dim]{where}:[/dim] [red]{event.error.type}[/red]", highlight=False)
+
+
+@app.command("run")
+@with_model_flags
+def pal_run(
+    dataset: Annotated[Path, typer.Argument(help='JSONL of {"id", "question", "answer"}.')],
+    method: Annotated[str, typer.Option("--method", help="pal | cot | direct")] = "pal",
+    task: TaskFlag = "math",
+    samples: Annotated[int, typer.Option("--samples", "-k", min=1)] = 1,
+    retries: Annotated[int, typer.Option("--retries", min=0)] = 1,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Only the first N problems.", min=1)
+    ] = None,
+    form: FormFlag = "chat",
+    as_json: JsonFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Run a dataset and print accuracy (a line's own "task" wins over --task)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pipelines.pal import PAL, Baseline, load_dataset, same_answer
+
+    if method not in ("pal", "cot", "direct"):
+        raise UsageError(f"--method must be pal, cot or direct, not {method!r}")
+    items = load_dataset(dataset)[:limit]
+    backend, sandbox = _pal_parts(settings, form)
+    model = backend.chat if form == "chat" else backend.completion
+    rows = []
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
+    )
+    try:
+        with progress:
+            bar = progress.add_task(f"{method} on {backend.model}", total=len(items))
+            for item in items:
+                item_task = item.task or task
+                runner: Any
+                if method == "pal":
+                    runner = PAL(
+                        model=model,
+                        sandbox=sandbox,
+                        task=item_task,
+                        samples=samples,
+                        retries=retries,
+                    )
+                else:
+                    runner = Baseline(model=model, method=method, task=item_task)  # type: ignore[arg-type]
+                result = runner.invoke(item.question)
+                correct = result.ok and same_answer(result.answer, item.answer)
+                rows.append(
+                    {
+                        "id": item.id,
+                        "task": item_task,
+                        "lang": item.lang,
+                        "question": item.question,
+                        "expected": item.answer,
+                        "answer": result.answer,
+                        "correct": correct,
+                        "ok": result.ok,
+                        "error": result.error,
+                    }
+                )
+                progress.advance(bar)
+    finally:
+        sandbox.close()
+    correct = sum(r["correct"] for r in rows)
+    doc = {
+        "dataset": str(dataset),
+        "method": method,
+        "backend": backend.name,
+        "model": backend.model,
+        "correct": correct,
+        "total": len(rows),
+        "accuracy": round(correct / len(rows), 4),
+        "items": rows,
+    }
+    if as_json:
+        print_json(doc)
+        return
+    table = Table("task", "correct", "total", "accuracy", header_style="bold")
+    for name in sorted({r["task"] for r in rows}):
+        group = [r for r in rows if r["task"] == name]
+        hits = sum(r["correct"] for r in group)
+        table.add_row(name, str(hits), str(len(group)), f"{hits / len(group):.0%}")
+    table.add_row("[b]all[/b]", str(correct), str(len(rows)), f"[b]{correct / len(rows):.0%}[/b]")
+    out.print(table)

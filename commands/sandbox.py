@@ -1,0 +1,104 @@
+"""`llamapipe sandbox run`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from commands.common import JsonFlag, err, out, print_json
+from pipelines.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+)
+from pipelines.settings import load_settings
+
+# -- sandbox ---------------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Run Python behind the OS walls PAL uses (namespaces, Landlock, seccomp, rlimits).",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def sandbox_run(
+    file: Annotated[
+        str, typer.Argument(help="The program; '-' (the default) reads standard input.")
+    ] = "-",
+    timeout: Annotated[
+        Optional[float], typer.Option("--timeout", help="Seconds it may run (default 5).")
+    ] = None,
+    memory: Annotated[
+        Optional[int], typer.Option("--memory", help="MiB of memory it may use (default 256).")
+    ] = None,
+    allow_module: Annotated[
+        Optional[list[str]],
+        typer.Option("--allow-module", help="Also allow importing this module (repeatable)."),
+    ] = None,
+    isolation: Annotated[
+        Optional[str],
+        typer.Option("--isolation", help="linux (default) | unsafe: no OS walls, labelled so."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a program in a fresh sandboxed process; if it defines solution(), print its value.
+
+    Exit code 0 when it ran and returned, 1 when it raised or was stopped, 2 for bad
+    input, 3 when this system cannot build the walls.
+    """
+    from pipelines.sandbox import Limits, Sandbox
+
+    settings = load_settings({"sandbox_isolation": isolation} if isolation else {})
+    code = _read_program(file)
+    limits = Limits.from_settings(
+        settings,
+        timeout=timeout,
+        memory_mb=memory,
+        extra_modules=(*settings.sandbox_modules, *(allow_module or [])),
+    )
+    with Sandbox(limits, workers=0, isolation=settings.sandbox_isolation) as sandbox:
+        result = sandbox.run(code)
+    if result.unsafe:
+        err.print("[bold yellow]UNSAFE:[/bold yellow] ran without OS walls (--isolation unsafe)")
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _print_run(result)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def _read_program(file: str) -> str:
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"no such file: {file}", hint="pass a Python file, or - for stdin"
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{file} is a directory", hint="pass a Python file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{file} is not UTF-8 text ({exc.reason})", hint="save it as UTF-8"
+        ) from None
+
+
+def _print_run(result: Any) -> None:
+    if result.stdout:
+        sys.stdout.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
+    if result.stderr:
+        err.print(result.stderr, markup=False, highlight=False, end="")
+    if result.ok:
+        if result.result is not None:
+            out.print(json.dumps(result.result, ensure_ascii=False), markup=False)
+    elif result.error:
+        if result.error.traceback:
+            err.print(result.error.traceback.rstrip(), markup=False, highlight=False)
+        killed = f" [dim](killed: {result.killed})[/dim]" if result.killed else ""
+        err.print(f"[bold red]{result.error.type}:[/bold red] {result.error.message}{killed}")
+    err.print(f"[dim]{result.duration_ms:.1f} ms[/dim]")
