@@ -1,0 +1,369 @@
+"""The document index: SQLite on disk for documents and chunks, BM25 (bm25s) beside it.
+
+- One ingest is one SQLite transaction: a crash or kill mid-way leaves the previous index
+  as it was. Files are read, chunked and tokenised before the transaction begins.
+- A file is identified by its path as ingested and its SHA-256: unchanged files add
+  nothing; a changed file replaces only its own chunks; `remove` drops a file.
+- The BM25 index is derived data, rebuilt from the stored tokens when the index changes
+  and cached on disk per generation (written aside, then renamed into place).
+- Dense vectors (an `Embeddings` model, e.g. Ollama's bge-m3) are stored per chunk when
+  one is given; `dense_search` ranks by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import UsageError
+from pipelines.rag.chunking import chunk_spans
+from pipelines.rag.documents import BadDocument, LoadedDocument, kind_of, load_document
+from pipelines.rag.tokenize import tokenize, tokenize_many
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    source TEXT PRIMARY KEY, kind TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    text TEXT NOT NULL, pages TEXT NOT NULL, ingested_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL REFERENCES documents(source) ON DELETE CASCADE,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER, text TEXT NOT NULL,
+    tokens TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks(source);
+CREATE TABLE IF NOT EXISTS vectors (
+    chunk INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE, model TEXT NOT NULL,
+    vector BLOB NOT NULL, PRIMARY KEY (chunk, model));
+"""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    row: int
+    chunk_id: str
+    source: str
+    start: int
+    end: int
+    page: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+
+
+@dataclass
+class FileStatus:
+    source: str
+    status: str  # added | updated | unchanged | skipped | removed
+    chunks: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class IngestReport:
+    files: list[FileStatus] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def chunks_added(self) -> int:
+        return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
+
+    def to_json(self) -> dict[str, Any]:
+        totals = {s: self.count(s) for s in ("added", "updated", "unchanged", "skipped")}
+        return {
+            "files": [f.__dict__ for f in self.files],
+            "totals": {**totals, "chunks_added": self.chunks_added},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def walk(paths: Iterable[str | Path]) -> tuple[list[tuple[str, Path]], list[FileStatus]]:
+    """(source, path) for every supported file under `paths`; problems as statuses."""
+    found: list[tuple[str, Path]] = []
+    problems: list[FileStatus] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and kind_of(child) and not _hidden(child, path):
+                    found.append((str(Path(given) / child.relative_to(path)), child))
+        elif path.is_file():
+            if kind_of(path):
+                found.append((str(given), path))
+            else:
+                problems.append(
+                    FileStatus(str(given), "skipped", reason=f"unsupported type {path.suffix}")
+                )
+        else:
+            problems.append(FileStatus(str(given), "skipped", reason="no such file or folder"))
+    return found, problems
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+class Index:
+    """A folder holding one index. Safe for one writer and many readers at a time."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        embeddings: Any = None,
+        embed_model: str | None = None,
+        chunk_size: int = 800,
+        overlap: int = 120,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.embeddings = embeddings
+        self.embed_model = embed_model or (type(embeddings).__name__ if embeddings else None)
+        self.chunk_size = chunk_size
+        self.overlap = overlap
+        self._lock = threading.Lock()
+        self._bm25: tuple[int, Any, np.ndarray] | None = None
+        self._dense: tuple[int, np.ndarray, np.ndarray] | None = None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use {self.path} as an index: {exc.strerror}") from None
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+            version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                db.execute("INSERT INTO meta VALUES ('schema', ?), ('generation', '0')",
+                           (str(SCHEMA_VERSION),))  # fmt: skip
+            elif int(version[0]) != SCHEMA_VERSION:
+                raise UsageError(
+                    f"{self.path} was made by another llamapipe version (schema {version[0]})",
+                    hint="ingest into a new --index folder",
+                )
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path / "index.sqlite", timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def ingest(
+        self, paths: Iterable[str | Path], on_file: Callable[[FileStatus], None] | None = None
+    ) -> IngestReport:
+        """Add new and changed files under `paths`; report every file's fate."""
+        started = time.perf_counter()
+        report = IngestReport()
+        found, problems = walk(paths)
+        for problem in problems:
+            report.files.append(problem)
+            if on_file:
+                on_file(problem)
+        with self._connect() as db:
+            known = dict(db.execute("SELECT source, sha256 FROM documents").fetchall())
+        pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]] = []
+        for source, path in found:
+            status = FileStatus(source, "added")
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if known.get(source) == digest:
+                    status.status = "unchanged"
+                else:
+                    doc = load_document(path, source)
+                    report.bytes_read += doc.size
+                    spans = chunk_spans(doc.text, self.chunk_size, self.overlap)
+                    status.status = "updated" if source in known else "added"
+                    status.chunks = len(spans)
+                    pending.append((status, doc, spans))
+            except BadDocument as exc:
+                status.status, status.reason = "skipped", str(exc)
+            except OSError as exc:
+                status.status, status.reason = "skipped", exc.strerror or str(exc)
+            report.files.append(status)
+            if on_file:
+                on_file(status)
+        if pending:
+            self._commit(pending)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _commit(self, pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        texts: list[str] = []
+        for _, doc, spans in pending:
+            for start, end in spans:
+                text = doc.text[start:end]
+                chunk_id = hashlib.sha256(f"{doc.source}\0{doc.sha256}\0{start}\0{end}".encode()).hexdigest()[:16]
+                rows.append((chunk_id, doc.source, start, end, doc.page_at(start), text))
+                texts.append(text)
+        tokens = tokenize_many(texts)
+        vectors = self.embeddings.embed_documents(texts) if self.embeddings and texts else None
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for _, doc, _ in pending:
+                    db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
+                    db.execute(
+                        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (doc.source, doc.kind, doc.sha256, doc.size, doc.text,
+                         json.dumps([p.__dict__ for p in doc.pages]), now),
+                    )  # fmt: skip
+                for i, (row, toks) in enumerate(zip(rows, tokens, strict=True)):
+                    cursor = db.execute(
+                        "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (*row, " ".join(toks)),
+                    )
+                    if vectors is not None:
+                        vec = np.asarray(vectors[i], dtype=np.float32)
+                        db.execute("INSERT INTO vectors VALUES (?, ?, ?)",
+                                   (cursor.lastrowid, self.embed_model, vec.tobytes()))  # fmt: skip
+                self._bump(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def remove(self, sources: Iterable[str]) -> list[FileStatus]:
+        """Drop these sources (as listed by `sources()`) and their chunks."""
+        out = []
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            for source in sources:
+                n = db.execute("SELECT COUNT(*) FROM chunks WHERE source = ?", (source,)).fetchone()[0]
+                gone = db.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount
+                status = "removed" if gone else "skipped"
+                out.append(FileStatus(source, status, n, None if gone else "not in the index"))
+            if any(s.status == "removed" for s in out):
+                self._bump(db)
+            db.execute("COMMIT")
+        return out
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def sources(self) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT d.source, d.kind, d.size, d.sha256, d.ingested_at, COUNT(c.id)"
+                " FROM documents d LEFT JOIN chunks c ON c.source = d.source"
+                " GROUP BY d.source ORDER BY d.source"
+            ).fetchall()
+        keys = ("source", "kind", "size", "sha256", "ingested_at", "chunks")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def document_text(self, source: str) -> str:
+        with self._connect() as db:
+            row = db.execute("SELECT text FROM documents WHERE source = ?", (source,)).fetchone()
+        if row is None:
+            raise KeyError(source)
+        return str(row[0])
+
+    def chunks(self, rows: list[int]) -> dict[int, Chunk]:
+        if not rows:
+            return {}
+        with self._connect() as db:
+            marks = ",".join("?" * len(rows))
+            found = db.execute(
+                f"SELECT id, chunk_id, source, start, end, page, text FROM chunks WHERE id IN ({marks})",
+                rows,
+            ).fetchall()
+        return {r[0]: Chunk(*r) for r in found}
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        """BM25 over Korean-aware tokens; hits with no matching token are left out."""
+        generation, model, row_ids = self._bm25_index()
+        terms = tokenize(query)
+        if model is None or not terms:
+            return []
+        results, scores = model.retrieve([terms], k=min(k, len(row_ids)), show_progress=False)
+        picked = [(int(row_ids[i]), float(s)) for i, s in zip(results[0], scores[0], strict=True) if s > 0]
+        found = self.chunks([r for r, _ in picked])
+        return [Hit(found[r], s) for r, s in picked if r in found]
+
+    def _bm25_index(self) -> tuple[int, Any, np.ndarray]:
+        import bm25s
+
+        generation = self.generation()
+        with self._lock:
+            if self._bm25 is not None and self._bm25[0] == generation:
+                return self._bm25
+            cache = self.path / f"bm25-{generation}"
+            if (cache / "rows.npy").exists():
+                model = bm25s.BM25.load(str(cache), mmap=True)
+                row_ids = np.load(cache / "rows.npy")
+            else:
+                with self._connect() as db:
+                    rows = db.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
+                row_ids = np.array([r[0] for r in rows], dtype=np.int64)
+                model = None
+                if rows:
+                    model = bm25s.BM25()
+                    model.index([r[1].split() for r in rows], show_progress=False)
+                    self._save_bm25(model, row_ids, cache)
+            self._bm25 = (generation, model, row_ids)
+            return self._bm25
+
+    def _save_bm25(self, model: Any, row_ids: np.ndarray, cache: Path) -> None:
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            model.save(str(tmp))
+            np.save(tmp / "rows.npy", row_ids)
+            os.replace(tmp, cache)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a reader-only index still works, uncached
+            return
+        for old in self.path.glob("bm25-*"):
+            if old != cache:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def dense_search(self, query: str, k: int = 5) -> list[Hit]:
+        """Cosine similarity over stored vectors of `embed_model`; empty without one."""
+        if self.embeddings is None:
+            return []
+        generation = self.generation()
+        if self._dense is None or self._dense[0] != generation:
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT chunk, vector FROM vectors WHERE model = ? ORDER BY chunk",
+                    (self.embed_model,),
+                ).fetchall()
+            if not rows:
+                return []
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-12
+            self._dense = (generation, ids, matrix)
+        _, ids, matrix = self._dense
+        vec = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+        sims = matrix @ (vec / (np.linalg.norm(vec) + 1e-12))
+        top = np.argsort(-sims)[:k]
+        found = self.chunks([int(ids[i]) for i in top])
+        return [Hit(found[int(ids[i])], float(sims[i])) for i in top if int(ids[i]) in found]
