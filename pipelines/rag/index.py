@@ -206,13 +206,17 @@ class Index:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _commit(self, pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]]) -> None:
+    def _commit(
+        self, pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]]
+    ) -> None:
         rows: list[tuple[Any, ...]] = []
         texts: list[str] = []
         for _, doc, spans in pending:
             for start, end in spans:
                 text = doc.text[start:end]
-                chunk_id = hashlib.sha256(f"{doc.source}\0{doc.sha256}\0{start}\0{end}".encode()).hexdigest()[:16]
+                chunk_id = hashlib.sha256(
+                    f"{doc.source}\0{doc.sha256}\0{start}\0{end}".encode()
+                ).hexdigest()[:16]
                 rows.append((chunk_id, doc.source, start, end, doc.page_at(start), text))
                 texts.append(text)
         tokens = tokenize_many(texts)
@@ -250,7 +254,9 @@ class Index:
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             for source in sources:
-                n = db.execute("SELECT COUNT(*) FROM chunks WHERE source = ?", (source,)).fetchone()[0]
+                n = db.execute(
+                    "SELECT COUNT(*) FROM chunks WHERE source = ?", (source,)
+                ).fetchone()[0]
                 gone = db.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount
                 status = "removed" if gone else "skipped"
                 out.append(FileStatus(source, status, n, None if gone else "not in the index"))
@@ -304,7 +310,9 @@ class Index:
         if model is None or not terms:
             return []
         results, scores = model.retrieve([terms], k=min(k, len(row_ids)), show_progress=False)
-        picked = [(int(row_ids[i]), float(s)) for i, s in zip(results[0], scores[0], strict=True) if s > 0]
+        picked = [
+            (int(row_ids[i]), float(s)) for i, s in zip(results[0], scores[0], strict=True) if s > 0
+        ]
         found = self.chunks([r for r, _ in picked])
         return [Hit(found[r], s) for r, s in picked if r in found]
 

@@ -21,8 +21,7 @@ _HANGUL_RUN = re.compile(r"[\uac00-\ud7a3]+")
 # foreign words, Chinese characters, numbers.
 _KEEP_TAGS = ("NN", "NR", "NP", "VV", "VA", "XR", "MAG", "SL", "SH", "SN")
 _STOP = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were what which who why how with do does did".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "what", "which", "who", "why", "how", "with", "do", "does", "did"]
 )
 
 _kiwi: Any = None
