@@ -25,6 +25,9 @@ demo: install
 	$(DEMO_ENV) $(BIN)/llamapipe chat "What is the capital of France? Answer in one sentence."
 	@echo "== PAL: the model writes a program, the sandbox runs it =="
 	$(DEMO_ENV) $(BIN)/llamapipe pal ask "Tom has 3 apples and buys 4 more. How many apples does he have?"
+	@echo "== RAG: answers from a small Korean/English corpus, every citation checked =="
+	$(DEMO_ENV) $(BIN)/llamapipe rag ingest evals/datasets/rag/corpus --index .demo/index
+	$(DEMO_ENV) $(BIN)/llamapipe rag ask "Who published a reading of the hyangga in 1929?" --index .demo/index
 
 test: install
 	$(BIN)/pytest

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from commands import general, pal, sandbox
+from commands import general, pal, rag, sandbox
 from commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
@@ -36,6 +36,7 @@ embedded model when no server is there.
   llamapipe pal ask "A box holds 12 eggs. How many eggs are in 7 boxes?" --samples 3
   llamapipe pal run evals/datasets/pal/problems.jsonl --method cot
   llamapipe sandbox run program.py --timeout 5 --json
+  llamapipe rag ingest docs/ && llamapipe rag ask "처용가는 누가 지었나요?"
   llamapipe config
 """,
     rich_markup_mode="rich",
@@ -65,6 +66,7 @@ app.command()(general.models)
 app.command()(general.chat)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(pal.app, name="pal")
+app.add_typer(rag.app, name="rag")
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -62,13 +62,15 @@ def _overlap(sentence_tokens: set[str], text: str) -> float:
 
 
 def _best_span(doc: str, passage: Passage, tokens: set[str]) -> tuple[int, int, float]:
-    """The sentence of the passage that best supports `tokens` (the whole passage if none)."""
-    best = (passage.start, passage.end, _overlap(tokens, doc[passage.start : passage.end]))
-    for start, end in sentence_spans(doc, passage.start, passage.end):
-        score = _overlap(tokens, doc[start:end])
-        if score > best[2] or (score == best[2] and score > 0 and end - start < best[1] - best[0]):
-            best = (start, end, score)
-    return best
+    """The shortest span of the passage (a sentence, two adjacent ones, or the whole passage)
+    that supports `tokens` about as well as anything in it does."""
+    sentences = sentence_spans(doc, passage.start, passage.end)
+    candidates = [(passage.start, passage.end), *sentences]
+    candidates += [(a[0], b[1]) for a, b in zip(sentences, sentences[1:], strict=False)]
+    scored = [(start, end, _overlap(tokens, doc[start:end])) for start, end in candidates]
+    best = max(score for _, _, score in scored)
+    close = [c for c in scored if c[2] >= best - 0.15 and (c[2] > 0 or best == 0)]
+    return min(close, key=lambda c: (c[1] - c[0], -c[2]))
 
 
 def check(answer: str, passages: list[Passage], text_of: Callable[[str], str]) -> Checked:

@@ -298,14 +298,15 @@ class Index:
         with self._connect() as db:
             marks = ",".join("?" * len(rows))
             found = db.execute(
-                f"SELECT id, chunk_id, source, start, end, page, text FROM chunks WHERE id IN ({marks})",
+                "SELECT id, chunk_id, source, start, end, page, text FROM chunks"
+                f" WHERE id IN ({marks})",
                 rows,
             ).fetchall()
         return {r[0]: Chunk(*r) for r in found}
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """BM25 over Korean-aware tokens; hits with no matching token are left out."""
-        generation, model, row_ids = self._bm25_index()
+        _, model, row_ids = self._bm25_index()
         terms = tokenize(query)
         if model is None or not terms:
             return []

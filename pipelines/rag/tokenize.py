@@ -21,7 +21,42 @@ _HANGUL_RUN = re.compile(r"[\uac00-\ud7a3]+")
 # foreign words, Chinese characters, numbers.
 _KEEP_TAGS = ("NN", "NR", "NP", "VV", "VA", "XR", "MAG", "SL", "SH", "SN")
 _STOP = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "what", "which", "who", "why", "how", "with", "do", "does", "did"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "which",
+        "who",
+        "why",
+        "how",
+        "with",
+        "do",
+        "does",
+        "did",
+    ]
 )
 
 _kiwi: Any = None
@@ -45,8 +80,15 @@ def has_kiwi() -> bool:
     return bool(_load_kiwi())
 
 
+def _plain(word: str) -> str:
+    """A light English plural fold ("readings" -> "reading"), the same at index and query."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss") and word.isascii():
+        return word[:-1]
+    return word
+
+
 def _words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.casefold()) if w not in _STOP]
+    return [_plain(w) for w in _WORD.findall(text.casefold()) if w not in _STOP]
 
 
 def _bigrams(text: str) -> list[str]:
@@ -65,7 +107,7 @@ def _from_kiwi(tokens: Iterable[Any]) -> list[str]:
         if token.tag.startswith(_KEEP_TAGS):
             form = token.form.casefold()
             if form not in _STOP:
-                out.append(form)
+                out.append(_plain(form))
     return out
 
 

@@ -1,0 +1,183 @@
+"""`llamapipe rag ingest`, `ask`, `sources` and `remove`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from commands import common
+from commands.common import (
+    JsonFlag,
+    VerboseFlag,
+    announce,
+    err,
+    out,
+    print_json,
+    spinner,
+    with_model_flags,
+)
+from pipelines.errors import EXIT_FAILED, EXIT_OK, UsageError
+from pipelines.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Answers from your documents, with citations checked against them.",
+    no_args_is_help=True,
+)
+
+IndexFlag = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--index", help="Index folder (default: <data_dir>/index; see `llamapipe config`)."
+    ),
+]
+
+
+def open_index(settings: Settings, index: Path | None, embeddings: Any = None) -> Any:
+    from pipelines.rag import Index
+
+    return Index(index or settings.data_dir / "index", embeddings=embeddings)
+
+
+_STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow",
+          "removed": "magenta"}  # fmt: skip
+
+
+@app.command("ingest")
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (.txt .md .html .pdf).")],
+    index: IndexFlag = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add documents to the index; unchanged files are skipped, changed ones replaced."""
+    settings = load_settings()
+    idx = open_index(settings, index)
+
+    def show(status: Any) -> None:
+        if not as_json:
+            style = _STYLE.get(status.status, "")
+            why = f" ({status.reason})" if status.reason else ""
+            chunks = f" {status.chunks} chunks" if status.chunks else ""
+            err.print(
+                f"[{style}]{status.status:9}[/{style}] {status.source}{chunks}{why}",
+                highlight=False,
+            )
+
+    with spinner("Reading and indexing..."):
+        report = idx.ingest([str(p) for p in paths], on_file=show)
+    doc = report.to_json()
+    doc["index"] = str(idx.path)
+    if as_json:
+        print_json(doc)
+    else:
+        t = doc["totals"]
+        out.print(
+            f"{t['added']} added, {t['updated']} updated, {t['unchanged']} unchanged, "
+            f"{t['skipped']} skipped; {t['chunks_added']} chunks in {doc['seconds']:.2f} s"
+            f" -> {idx.path}"
+        )
+    if report.files and report.count("skipped") == len(report.files):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("ask")
+@with_model_flags
+def ask(
+    question: Annotated[str, typer.Argument(help="The question; '-' reads standard input.")],
+    index: IndexFlag = None,
+    k: Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)] = 5,
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Answer from the indexed documents; stream the answer, then list the sources."""
+    from pipelines.rag import RAG, RAGAnswer
+    from prompts import show
+
+    if question == "-":
+        question = sys.stdin.read()
+    idx = open_index(settings, index)
+    if not idx.sources():
+        raise UsageError(
+            f"the index at {idx.path} is empty", hint="add documents: llamapipe rag ingest PATH"
+        )
+    backend = common.load_model(settings)
+    announce(backend)
+    rag = RAG(model=backend.chat, index=idx, k=k, backend=backend.name)
+    if verbose:
+        _, _, prompt = rag.prepare(question)
+        err.print(
+            show(prompt) if prompt else "(nothing relevant retrieved: no prompt)", markup=False
+        )
+    answer: RAGAnswer | None = None
+    for item in rag.stream(question):
+        if isinstance(item, RAGAnswer):
+            answer = item
+        elif not as_json:
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    assert answer is not None
+    if as_json:
+        print_json(answer.to_json())
+        return
+    sys.stdout.write("\n")
+    if not answer.abstained:
+        out.rule("checked answer", style="dim")
+        out.print(answer.answer, highlight=False)
+    for c in answer.citations:
+        where = f"{c.source}" + (f" p.{c.page}" if c.page else "") + f" [{c.start}:{c.end}]"
+        note = (
+            " (attributed)"
+            if c.attributed
+            else ""
+            if c.supported
+            else " (does not clearly support it)"
+        )
+        out.print(f"[b][{c.n}][/b] {where}{note}\n    “{c.quote}”", highlight=False)
+    if answer.dropped_markers:
+        err.print(
+            f"[yellow]dropped {answer.dropped_markers} citation marker(s) "
+            "that pointed at no source[/yellow]"
+        )
+    for sentence in answer.unsupported:
+        err.print(f"[yellow]unsupported:[/yellow] {sentence}", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command("sources")
+def sources(index: IndexFlag = None, as_json: JsonFlag = False) -> None:
+    """List the indexed documents."""
+    idx = open_index(load_settings(), index)
+    rows = idx.sources()
+    if as_json:
+        print_json({"index": str(idx.path), "sources": rows})
+        return
+    table = Table("source", "kind", "chunks", "bytes", header_style="bold")
+    for r in rows:
+        table.add_row(r["source"], r["kind"], str(r["chunks"]), str(r["size"]))
+    out.print(table if rows else f"no documents in {idx.path}")
+
+
+@app.command("remove")
+def remove(
+    sources_: Annotated[
+        list[str], typer.Argument(metavar="SOURCE...", help="Sources as `rag sources` lists them.")
+    ],
+    index: IndexFlag = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop documents (e.g. deleted files) and their chunks from the index."""
+    idx = open_index(load_settings(), index)
+    statuses = idx.remove(sources_)
+    if as_json:
+        print_json({"files": [s.__dict__ for s in statuses]})
+    else:
+        for s in statuses:
+            why = f" ({s.reason})" if s.reason else ""
+            err.print(f"{s.status:9} {s.source}{why}", highlight=False)
+    if not any(s.status == "removed" for s in statuses):
+        raise typer.Exit(EXIT_FAILED)
