@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -66,7 +67,7 @@ def _best_span(doc: str, passage: Passage, tokens: set[str]) -> tuple[int, int, 
     that supports `tokens` about as well as anything in it does."""
     sentences = sentence_spans(doc, passage.start, passage.end)
     candidates = [(passage.start, passage.end), *sentences]
-    candidates += [(a[0], b[1]) for a, b in zip(sentences, sentences[1:], strict=False)]
+    candidates += [(a[0], b[1]) for a, b in pairwise(sentences)]
     scored = [(start, end, _overlap(tokens, doc[start:end])) for start, end in candidates]
     best = max(score for _, _, score in scored)
     close = [c for c in scored if c[2] >= best - 0.15 and (c[2] > 0 or best == 0)]

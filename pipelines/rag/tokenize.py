@@ -3,7 +3,8 @@
 Korean attaches particles and endings to words ("향가는", "향가를", "향가의" are one word
 three ways), so whitespace tokenisers miss most matches. With kiwipiepy we index content
 morphemes (nouns, verb and adjective stems, roots, foreign words, numbers) and drop
-particles, endings and punctuation; other scripts are lower-cased words. Without
+particles, endings and punctuation, plus each Korean word's first two syllables (a
+guard against ambiguous analyses); other scripts are lower-cased words. Without
 kiwipiepy, Hangul runs become character bigrams, which still match across endings.
 """
 
@@ -127,5 +128,17 @@ def tokenize_many(texts: list[str]) -> list[list[str]]:
     if kiwi and korean:
         batch = kiwi.tokenize([texts[i] for i in korean])
         for i, tokens in zip(korean, batch, strict=True):
-            results[i] = _from_kiwi(tokens)
+            results[i] = _from_kiwi(tokens) + _stems(texts[i])
     return results
+
+
+def _stems(text: str) -> list[str]:
+    """The first two syllables of each Korean word, as a second opinion beside Kiwi:
+    its analysis of an ambiguous verb can differ between a question and a document
+    ("지었나요" as 지다, "지었다고" as 짓다); "지었" is the same in both."""
+    out = []
+    for word in text.split():
+        run = _HANGUL_RUN.search(word)
+        if run:
+            out.append("~" + run.group(0)[:2])
+    return out
