@@ -58,6 +58,7 @@ class Chunk:
     end: int
     page: int | None
     text: str
+    tokens: str = field(default="", repr=False)  # the index tokens, space-separated
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ class Index:
         with self._connect() as db:
             marks = ",".join("?" * len(rows))
             found = db.execute(
-                "SELECT id, chunk_id, source, start, end, page, text FROM chunks"
+                "SELECT id, chunk_id, source, start, end, page, text, tokens FROM chunks"
                 f" WHERE id IN ({marks})",
                 rows,
             ).fetchall()

@@ -42,7 +42,7 @@ class IndexRetriever(BaseRetriever):
         lexical = [
             h
             for h in self.index.search(query, pool)
-            if len(terms & set(tokenize(h.chunk.text))) >= needed
+            if len(terms & set(h.chunk.tokens.split())) >= needed  # stored at ingest
         ]
         dense = [h for h in self.index.dense_search(query, pool) if h.score >= self.min_cosine]
         if not dense:

@@ -78,7 +78,7 @@ def _load_kiwi() -> Any:
 
 
 def has_kiwi() -> bool:
-    return bool(_load_kiwi())
+    return _load_kiwi() is not False
 
 
 def _plain(word: str) -> str:
@@ -120,12 +120,16 @@ def tokenize(text: str) -> list[str]:
 def tokenize_many(texts: list[str]) -> list[list[str]]:
     """Index tokens of many texts (Kiwi tokenises them in one batch)."""
     kiwi = _load_kiwi()
+    use_kiwi = kiwi is not False  # (a Kiwi object's truth value is costly to compute)
     results: list[list[str]] = [[] for _ in texts]
     korean = [i for i, t in enumerate(texts) if _HANGUL.search(t)]
+    korean_set = set(korean)
     for i, text in enumerate(texts):
-        if i not in korean or not kiwi:
-            results[i] = _bigrams(text) if i in korean else _words(text)
-    if kiwi and korean:
+        if i not in korean_set:
+            results[i] = _words(text)
+        elif not use_kiwi:
+            results[i] = _bigrams(text)
+    if use_kiwi and korean:
         batch = kiwi.tokenize([texts[i] for i in korean])
         for i, tokens in zip(korean, batch, strict=True):
             results[i] = _from_kiwi(tokens) + _stems(texts[i])
