@@ -191,7 +191,8 @@ def main(out_dir: Path) -> dict[str, Any]:
     for r in rows:
         lines.append(
             f"| {r['chunks']:,} | {r['ingest_mb_per_s']} | {r['ingest_chunks_per_s']:,} | "
-            f"{r['index_mb_on_disk']} | {r['llamapipe']['p50_ms']:.2f} / {r['llamapipe']['p95_ms']:.2f} | "
+            f"{r['index_mb_on_disk']} | "
+            f"{r['llamapipe']['p50_ms']:.2f} / {r['llamapipe']['p95_ms']:.2f} | "
             f"{r['baseline']['p50_ms']:.1f} / {r['baseline']['p95_ms']:.1f} | "
             f"{r['speedup_p50']}x / {r['speedup_p95']}x |"
         )
