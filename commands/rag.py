@@ -36,10 +36,16 @@ IndexFlag = Annotated[
 ]
 
 
-def open_index(settings: Settings, index: Path | None, embeddings: Any = None) -> Any:
+def open_index(settings: Settings, index: Path | None, dense: bool = False) -> Any:
+    """The index; with `dense`, and an embeddings model available, vectors are used too."""
+    from pipelines.backends import load_embeddings
     from pipelines.rag import Index
 
-    return Index(index or settings.data_dir / "index", embeddings=embeddings)
+    embeddings, name = None, None
+    if dense:
+        embeddings, name, why = load_embeddings(settings)
+        err.print(f"[dim]dense retrieval: {why}[/dim]", highlight=False)
+    return Index(index or settings.data_dir / "index", embeddings=embeddings, embed_model=name)
 
 
 _STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow",
@@ -54,7 +60,7 @@ def ingest(
 ) -> None:
     """Add documents to the index; unchanged files are skipped, changed ones replaced."""
     settings = load_settings()
-    idx = open_index(settings, index)
+    idx = open_index(settings, index, dense=True)
 
     def show(status: Any) -> None:
         if not as_json:
@@ -100,7 +106,7 @@ def ask(
 
     if question == "-":
         question = sys.stdin.read()
-    idx = open_index(settings, index)
+    idx = open_index(settings, index, dense=True)
     if not idx.sources():
         raise UsageError(
             f"the index at {idx.path} is empty", hint="add documents: llamapipe rag ingest PATH"

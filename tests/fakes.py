@@ -97,3 +97,30 @@ class ScriptedLLM(LLM):
         **kwargs: Any,
     ) -> str:
         return self.recorder.reply(prompt, stop=stop, temperature=self.temperature, seed=self.seed)
+
+
+class WordEmbeddings:
+    """Deterministic bag-of-words vectors (a langchain `Embeddings` by duck typing), with
+    an optional synonym map so 'dense' can find what BM25 cannot."""
+
+    def __init__(self, dims: int = 256, synonyms: dict[str, str] | None = None) -> None:
+        self.dims = dims
+        self.synonyms = synonyms or {}
+        self.calls = 0
+
+    def _vector(self, text: str) -> list[float]:
+        import hashlib
+        import re
+
+        vec = [0.0] * self.dims
+        for word in re.findall(r"\w+", text.casefold()):
+            word = self.synonyms.get(word, word)
+            vec[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dims] += 1.0
+        return vec
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vector(text)

@@ -424,3 +424,41 @@ def test_embedded_model_end_to_end(tmp_path: Path) -> None:
     for c in answer.citations:  # whatever the tiny model wrote, every citation checks out
         assert idx.document_text(c.source)[c.start : c.end] == c.quote
         assert c.n in {r.n for r in answer.retrieved}
+
+
+# -- dense retrieval ---------------------------------------------------------------------------
+
+
+def test_dense_vectors_are_backfilled_and_fused(tmp_path: Path, docs: Path) -> None:
+    from tests.fakes import WordEmbeddings
+
+    Index(tmp_path / "d").ingest([docs])  # first without embeddings
+    embeddings = WordEmbeddings(synonyms={"verses": "poems"})
+    idx = Index(tmp_path / "d", embeddings=embeddings, embed_model="words")
+    report = idx.ingest([docs])
+    assert report.count("unchanged") == 2 and embeddings.calls >= 1, "vectors backfilled"
+    with idx._connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == _count(idx)
+    # "verses" is nowhere in the text: BM25 finds nothing, the dense side does.
+    assert idx.search("verses", 3) == []
+    hits = IndexRetriever(index=idx, k=2, min_cosine=0.2).hits("Silla verses")
+    assert hits and hits[0][0].chunk.source.endswith("en.md")
+    assert all(score < 1 for _, score in hits), "fused scores are reciprocal ranks"
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_dense_retrieval_through_ollama_embeddings(
+    tmp_path: Path, docs: Path, ollama_target: Any
+) -> None:
+    from pipelines.backends import load_embeddings
+    from pipelines.settings import load_settings
+
+    settings = load_settings(
+        {"ollama_host": ollama_target.url, "ollama_embed_model": ollama_target.model}
+    )
+    embeddings, name, why = load_embeddings(settings)
+    assert embeddings is not None and name == ollama_target.model, why
+    idx = Index(tmp_path / "o", embeddings=embeddings, embed_model=name)
+    idx.ingest([docs])
+    assert idx.dense_search("처용가", 2), "vectors came back over HTTP and are searchable"

@@ -36,7 +36,14 @@ from pipelines.backends.ollama import (
 )
 from pipelines.settings import Settings
 
-__all__ = ["Backend", "choose_backend", "embedded_gguf", "load_backend", "probe"]
+__all__ = [
+    "Backend",
+    "choose_backend",
+    "embedded_gguf",
+    "load_backend",
+    "load_embeddings",
+    "probe",
+]
 
 
 @dataclass(frozen=True)
@@ -150,3 +157,30 @@ def _embedded_backend(settings: Settings, reason: str) -> Backend:
         reason=reason,
         gguf=path,
     )
+
+
+def load_embeddings(settings: Settings) -> tuple[Embeddings | None, str, str]:
+    """(embeddings or None, model name, why): dense retrieval's model, when there is one.
+
+    Ollama's `ollama_embed_model` when Ollama answers and has it (unless the backend is
+    'embedded'); the embedded backend's `embed_gguf` when set; otherwise None.
+    """
+    if settings.backend != "embedded":
+        host = normalize_host(settings.ollama_host)
+        status = probe(host, settings.probe_timeout)
+        name = settings.ollama_embed_model
+        if status.reachable and status.has_model(name):
+            embed = OllamaEmbed(
+                model=name, base_url=host, client_kwargs={"timeout": settings.timeout}
+            )
+            return embed, name, f"{name} via Ollama at {host}"
+        if settings.backend == "ollama" or status.reachable:
+            why = f"Ollama at {host} has no {name} (`ollama pull {name}` to add dense retrieval)"
+        else:
+            why = f"no Ollama at {host}"
+    else:
+        why = "the embedded backend"
+    if settings.embed_gguf is not None:
+        path = check_gguf(settings.embed_gguf)
+        return EmbeddedEmbeddings(model_path=path, threads=settings.threads), path.stem, str(path)
+    return None, "", f"{why}: BM25 only"

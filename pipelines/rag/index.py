@@ -204,6 +204,8 @@ class Index:
                 on_file(status)
         if pending:
             self._commit(pending)
+        if self.embeddings is not None:
+            self._backfill_vectors()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -221,7 +223,6 @@ class Index:
                 rows.append((chunk_id, doc.source, start, end, doc.page_at(start), text))
                 texts.append(text)
         tokens = tokenize_many(texts)
-        vectors = self.embeddings.embed_documents(texts) if self.embeddings and texts else None
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -233,21 +234,41 @@ class Index:
                         (doc.source, doc.kind, doc.sha256, doc.size, doc.text,
                          json.dumps([p.__dict__ for p in doc.pages]), now),
                     )  # fmt: skip
-                for i, (row, toks) in enumerate(zip(rows, tokens, strict=True)):
-                    cursor = db.execute(
-                        "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (*row, " ".join(toks)),
-                    )
-                    if vectors is not None:
-                        vec = np.asarray(vectors[i], dtype=np.float32)
-                        db.execute("INSERT INTO vectors VALUES (?, ?, ?)",
-                                   (cursor.lastrowid, self.embed_model, vec.tobytes()))  # fmt: skip
+                db.executemany(
+                    "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(*row, " ".join(toks)) for row, toks in zip(rows, tokens, strict=True)],
+                )
                 self._bump(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _backfill_vectors(self, batch: int = 64) -> int:
+        """Vectors for chunks that have none for this embeddings model (e.g. ingested
+        before dense retrieval was available). Returns how many were added."""
+        with self._connect() as db:
+            missing = db.execute(
+                "SELECT c.id, c.text FROM chunks c LEFT JOIN vectors v"
+                " ON v.chunk = c.id AND v.model = ? WHERE v.chunk IS NULL ORDER BY c.id",
+                (self.embed_model,),
+            ).fetchall()
+        added = 0
+        for i in range(0, len(missing), batch):
+            part = missing[i : i + batch]
+            vectors = self.embeddings.embed_documents([text for _, text in part])
+            with self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)",
+                    [(row, self.embed_model, np.asarray(v, dtype=np.float32).tobytes())
+                     for (row, _), v in zip(part, vectors, strict=True)],
+                )  # fmt: skip
+                self._bump(db)
+                db.execute("COMMIT")
+            added += len(part)
+        return added
 
     def remove(self, sources: Iterable[str]) -> list[FileStatus]:
         """Drop these sources (as listed by `sources()`) and their chunks."""
