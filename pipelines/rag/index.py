@@ -206,6 +206,8 @@ class Index:
             self._commit(pending)
         if self.embeddings is not None:
             self._backfill_vectors()
+        if pending:
+            self._checkpoint()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -286,6 +288,11 @@ class Index:
                 self._bump(db)
             db.execute("COMMIT")
         return out
+
+    def _checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file, so the index is not held twice."""
+        with self._connect() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
