@@ -30,6 +30,12 @@ KO = (
 EN = "Hyangga are Silla-era poems. Ogura Shinpei published a reading of them in 1929.\n"
 
 
+@pytest.fixture(autouse=True)
+def no_ollama_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI looks for Ollama embeddings unless the backend is 'embedded'; no sockets here."""
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")
+
+
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
     folder = tmp_path / "docs"
@@ -455,7 +461,11 @@ def test_dense_retrieval_through_ollama_embeddings(
     from pipelines.settings import load_settings
 
     settings = load_settings(
-        {"ollama_host": ollama_target.url, "ollama_embed_model": ollama_target.model}
+        {
+            "backend": "auto",
+            "ollama_host": ollama_target.url,
+            "ollama_embed_model": ollama_target.model,
+        }
     )
     embeddings, name, why = load_embeddings(settings)
     assert embeddings is not None and name == ollama_target.model, why
