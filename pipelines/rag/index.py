@@ -339,10 +339,14 @@ class Index:
         terms = tokenize(query)
         if model is None or not terms:
             return []
-        results, scores = model.retrieve([terms], k=min(k, len(row_ids)), show_progress=False)
-        picked = [
-            (int(row_ids[i]), float(s)) for i, s in zip(results[0], scores[0], strict=True) if s > 0
-        ]
+        # Top k among the chunks that match at all: numpy's argpartition over the whole
+        # array is slow when most scores are tied at zero, as they are for most queries.
+        scores = model.get_scores(terms)
+        matching = np.flatnonzero(scores)
+        if matching.size > k:
+            matching = matching[np.argpartition(scores[matching], -k)[-k:]]
+        ranked = matching[np.argsort(-scores[matching], kind="stable")]
+        picked = [(int(row_ids[i]), float(scores[i])) for i in ranked]
         found = self.chunks([r for r, _ in picked])
         return [Hit(found[r], s) for r, s in picked if r in found]
 
