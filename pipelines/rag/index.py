@@ -141,6 +141,7 @@ class Index:
         self.chunk_size = chunk_size
         self.overlap = overlap
         self._lock = threading.Lock()
+        self._local = threading.local()  # one read connection per thread, opened once
         self._bm25: tuple[int, Any, np.ndarray] | None = None
         self._dense: tuple[int, np.ndarray, np.ndarray] | None = None
         try:
@@ -164,6 +165,12 @@ class Index:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
         return db
 
     # -- writing ---------------------------------------------------------------------------
@@ -301,8 +308,8 @@ class Index:
     # -- reading ---------------------------------------------------------------------------
 
     def generation(self) -> int:
-        with self._connect() as db:
-            return int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        row = self._reader().execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0])
 
     def sources(self) -> list[dict[str, Any]]:
         with self._connect() as db:
@@ -324,19 +331,23 @@ class Index:
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         if not rows:
             return {}
-        with self._connect() as db:
-            marks = ",".join("?" * len(rows))
-            found = db.execute(
+        marks = ",".join("?" * len(rows))
+        found = (
+            self._reader()
+            .execute(
                 "SELECT id, chunk_id, source, start, end, page, text, tokens FROM chunks"
                 f" WHERE id IN ({marks})",
                 rows,
-            ).fetchall()
+            )
+            .fetchall()
+        )
         return {r[0]: Chunk(*r) for r in found}
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        """BM25 over Korean-aware tokens; hits with no matching token are left out."""
+    def search(self, query: str, k: int = 5, terms: list[str] | None = None) -> list[Hit]:
+        """BM25 over Korean-aware tokens (`terms`, when the caller has them already); hits
+        with no matching token are left out."""
         _, model, row_ids = self._bm25_index()
-        terms = tokenize(query)
+        terms = tokenize(query) if terms is None else terms
         if model is None or not terms:
             return []
         # Top k among the chunks that match at all: numpy's argpartition over the whole

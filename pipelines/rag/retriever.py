@@ -37,11 +37,12 @@ class IndexRetriever(BaseRetriever):
     def hits(self, query: str) -> list[tuple[Hit, float]]:
         """(hit, fused score), best first, at most k, relevant ones only."""
         pool = self.k * 4
-        terms = set(tokenize(query))
+        tokens = tokenize(query)
+        terms = set(tokens)
         needed = max(1, math.ceil(self.min_overlap * len(terms)))
         lexical = [
             h
-            for h in self.index.search(query, pool)
+            for h in self.index.search(query, pool, terms=tokens)
             if len(terms & set(h.chunk.tokens.split())) >= needed  # stored at ingest
         ]
         dense = [h for h in self.index.dense_search(query, pool) if h.score >= self.min_cosine]
