@@ -67,9 +67,8 @@ def vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
     return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(size)]
 
 
-def make_corpus(folder: Path, chunks: int, rng: random.Random) -> int:
+def make_corpus(folder: Path, chunks: int, rng: random.Random, words: list[str]) -> int:
     """Write documents until they hold about `chunks` chunks; returns bytes written."""
-    words = vocabulary(rng)
     weights = [1 / (i + 1) for i in range(len(words))]  # Zipf-like, as real text
     per_doc = DOC_CHARS // (CHUNK_SIZE - OVERLAP)
     total = 0
@@ -96,8 +95,9 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def queries(rng: random.Random, n: int) -> list[str]:
-    words = vocabulary(random.Random(7))[:3000]
+def queries(rng: random.Random, n: int, words: list[str]) -> list[str]:
+    """Queries of the corpus's own words (its 5,000 most frequent), one in ten Korean."""
+    words = words[:5000]
     out = []
     for i in range(n):
         if i % 10 == 9:
@@ -111,7 +111,8 @@ def run_size(chunks: int, work: Path) -> dict[str, Any]:
     rng = random.Random(chunks)
     corpus = work / f"corpus-{chunks}"
     corpus.mkdir()
-    size_bytes = make_corpus(corpus, chunks, rng)
+    words = vocabulary(rng)
+    size_bytes = make_corpus(corpus, chunks, rng, words)
     index = Index(work / f"index-{chunks}", chunk_size=CHUNK_SIZE, overlap=OVERLAP)
     started = time.perf_counter()
     report = index.ingest([corpus])
@@ -121,7 +122,7 @@ def run_size(chunks: int, work: Path) -> dict[str, Any]:
     build_s = time.perf_counter() - started
     n_chunks = report.chunks_added
     retriever = IndexRetriever(index=index, k=5)
-    qs = queries(rng, 300)
+    qs = queries(rng, 300, words)
     for q in qs[:20]:
         retriever.hits(q)
     ours = []
