@@ -18,9 +18,23 @@ import pytest
 
 from pipelines.backends.gguf import default_gguf
 from pipelines.backends.ollama import normalize_host, probe
+from pipelines.sandbox import SandboxUnavailableError, check_system
 from tests.ollama_server import OllamaProtocolServer
 
 TEST_MODEL = "smollm2:135m"
+
+
+def _sandbox_missing() -> str:
+    try:
+        check_system()
+    except SandboxUnavailableError as exc:
+        return exc.message
+    return ""
+
+
+# Where the kernel cannot build the sandbox walls, tests that need them skip and say why.
+NO_WALLS = _sandbox_missing()
+needs_walls = pytest.mark.skipif(bool(NO_WALLS), reason=f"no sandbox walls here: {NO_WALLS}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

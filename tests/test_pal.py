@@ -25,14 +25,9 @@ from pipelines.pal import (
     same_answer,
 )
 from pipelines.pal.dataset import BUNDLED
-from pipelines.sandbox import Sandbox, SandboxUnavailableError, check_system
+from pipelines.sandbox import Sandbox
+from tests.conftest import NO_WALLS
 from tests.fakes import ScriptedChat, ScriptedLLM
-
-try:
-    check_system()
-    NO_WALLS = ""
-except SandboxUnavailableError as exc:
-    NO_WALLS = exc.message
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,13 @@ from commands import common
 from pipelines.backends import Backend, load_backend
 from pipelines.pal import PAL
 from pipelines.pal.dataset import BUNDLED
-from pipelines.sandbox import Sandbox, SandboxUnavailableError, check_system
+from pipelines.sandbox import Sandbox
 from pipelines.settings import load_settings
 from tests.cli_helpers import run_cli
-from tests.conftest import OllamaTarget
+from tests.conftest import OllamaTarget, needs_walls
 from tests.fakes import ScriptedChat
 
-try:
-    check_system()
-    NO_WALLS = ""
-except SandboxUnavailableError as exc:
-    NO_WALLS = exc.message
-pytestmark = pytest.mark.skipif(bool(NO_WALLS), reason=f"no sandbox walls here: {NO_WALLS}")
+pytestmark = needs_walls
 
 PROGRAM = "```python\ndef solution():\n    boxes = 7\n    eggs = 12\n    return boxes * eggs\n```"
 

@@ -23,14 +23,9 @@ from pipelines.sandbox import (
 from pipelines.sandbox import sandbox as sandbox_module
 from pipelines.settings import load_settings
 from tests.cli_helpers import run_cli
+from tests.conftest import NO_WALLS, needs_walls
 
-try:
-    check_system()
-    NO_WALLS = ""
-except SandboxUnavailableError as exc:
-    NO_WALLS = exc.message
-
-walls = pytest.mark.skipif(bool(NO_WALLS), reason=f"no sandbox walls here: {NO_WALLS}")
+walls = needs_walls
 
 
 @pytest.fixture(scope="module")

@@ -29,21 +29,16 @@ from typing import Any
 
 import pytest
 
-from pipelines.sandbox import check_system
+from tests.conftest import needs_walls
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = "LLAMAPIPE_REDTEAM_SECRET"
 
-try:
-    check_system()
-    WALLS = ""
-except Exception as exc:
-    WALLS = str(exc)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.enable_socket,  # the loopback listener that must never hear from a program
-    pytest.mark.skipif(bool(WALLS), reason=f"no sandbox walls on this system: {WALLS}"),
+    needs_walls,
 ]
 
 # What "os-only" preloads so the program can reach for them without the allowlist.
