@@ -28,6 +28,8 @@ demo: install
 	@echo "== RAG: answers from a small Korean/English corpus, every citation checked =="
 	$(DEMO_ENV) $(BIN)/llamapipe rag ingest evals/datasets/rag/corpus --index .demo/index
 	$(DEMO_ENV) $(BIN)/llamapipe rag ask "Who published a reading of the hyangga in 1929?" --index .demo/index
+	@echo "== Eval: hyangga -> modern Korean, scored with chrF/BLEU/TER (report path printed at the end) =="
+	$(DEMO_ENV) $(BIN)/llamapipe eval run evals/specs/demo.yaml --out .demo/evals
 
 test: install
 	$(BIN)/pytest

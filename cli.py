@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from commands import general, pal, rag, sandbox
+from commands import evals, general, pal, rag, sandbox
 from commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
@@ -37,6 +37,7 @@ embedded model when no server is there.
   llamapipe pal run evals/datasets/pal/problems.jsonl --method cot
   llamapipe sandbox run program.py --timeout 5 --json
   llamapipe rag ingest docs/ && llamapipe rag ask "처용가는 누가 지었나요?"
+  llamapipe eval run evals/specs/hyangga.yaml
   llamapipe config
 """,
     rich_markup_mode="rich",
@@ -67,6 +68,7 @@ app.command()(general.chat)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(pal.app, name="pal")
 app.add_typer(rag.app, name="rag")
+app.add_typer(evals.app, name="eval")
 
 
 # -- entry point -----------------------------------------------------------------------------

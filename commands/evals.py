@@ -1,0 +1,239 @@
+"""`llamapipe eval run`, `report`, `history` and `schedule`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from commands import common
+from commands.common import JsonFlag, err, out, print_json
+from pipelines.errors import EXIT_FAILED, UsageError
+from pipelines.settings import load_settings
+
+app = typer.Typer(
+    help="Score pipelines against references, track runs, schedule reports.", no_args_is_help=True
+)
+
+OutFlag = Annotated[
+    Optional[Path], typer.Option("--out", help="Runs folder (default: <data_dir>/evals).")
+]
+
+
+def _out(out_dir: Path | None) -> Path:
+    return out_dir or load_settings().data_dir / "evals"
+
+
+@app.command("run")
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The eval spec (YAML).")],
+    out_dir: OutFlag = None,
+    scheduled: Annotated[
+        bool, typer.Option("--scheduled", help="Take the lock; exit 1 on a significant regression.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a spec (resuming an unfinished run of it), score it, write reports and history."""
+    from evals.runner import run_spec
+    from evals.schedule import run_lock
+    from evals.spec import load_spec
+
+    spec = load_spec(spec_path)
+    settings = load_settings()
+    where = _out(out_dir)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[dim]{task.fields[note]}"),
+        console=err,
+    )
+
+    def factory(s: Any) -> Any:
+        backend = common.load_model(s)
+        common.announce(backend)
+        return backend
+
+    with progress:
+        bar = progress.add_task(spec.name, total=None, note="")
+
+        def step(p: Any) -> None:
+            progress.update(
+                bar,
+                total=p.total,
+                completed=p.done,
+                note=f"{p.model_calls} calls, {p.cached} cached",
+            )
+
+        if scheduled:
+            with run_lock(where):
+                summary = run_spec(
+                    spec, where, settings=settings, backend_factory=factory, on_step=step
+                )
+        else:
+            summary = run_spec(
+                spec, where, settings=settings, backend_factory=factory, on_step=step
+            )
+    run_dir = where / summary["run_id"]
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(
+            (run_dir / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False
+        )
+        err.print(
+            f"report: {run_dir / 'report.html'}\nhistory: {where / 'index.html'}", highlight=False
+        )
+    regressions = (summary.get("previous") or {}).get("regressions") or []
+    if regressions:
+        for r in regressions:
+            err.print(
+                f"[bold red]regressed:[/bold red] {r['system']} {r['metric']} "
+                f"{r['previous']:.2f} -> "
+                f"{r['current']:.2f} (95% CI of the change {r['ci']})",
+                highlight=False,
+            )
+        if scheduled:
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="A run folder, or the runs folder with --compare.")
+    ],
+    compare: Annotated[
+        Optional[tuple[str, str]],
+        typer.Option("--compare", metavar="RUN_A RUN_B", help="Compare two runs in DIR."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print a run's report, or compare two runs of the same spec."""
+    if compare:
+        doc = _compare(run_dir, *compare)
+        if as_json:
+            print_json(doc)
+            return
+        table = Table(
+            "system",
+            "metric",
+            compare[0],
+            compare[1],
+            "change",
+            "95% CI",
+            "significant",
+            header_style="bold",
+        )
+        for system, per in doc["systems"].items():
+            for metric, c in per.items():
+                table.add_row(
+                    system,
+                    metric,
+                    f"{c['previous']:.2f}",
+                    f"{c['current']:.2f}",
+                    f"{c['diff']:+.2f}",
+                    f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]",
+                    "yes" if c["significant"] else "no",
+                )
+        out.print(table)
+        return
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise UsageError(
+            f"{run_dir} is not a finished run (no summary.json)", hint="pass DIR/<run-id>"
+        )
+    if as_json:
+        print_json(json.loads(summary_path.read_text(encoding="utf-8")))
+    else:
+        out.print(
+            (run_dir / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False
+        )
+
+
+def _compare(out_dir: Path, run_a: str, run_b: str) -> dict[str, Any]:
+    from evals.history import compare_runs
+    from evals.runner import read_results
+    from evals.spec import EvalSpec
+
+    dirs = [out_dir / run_a, out_dir / run_b]
+    for d in dirs:
+        if not (d / "summary.json").exists():
+            raise UsageError(
+                f"no finished run {d.name} in {out_dir}", hint="see `llamapipe eval history DIR`"
+            )
+    meta = json.loads((dirs[1] / "run.json").read_text(encoding="utf-8"))
+    spec = EvalSpec.model_validate(meta["spec"])
+    summary_b = json.loads((dirs[1] / "summary.json").read_text(encoding="utf-8"))
+    return compare_runs(out_dir, run_a, summary_b, read_results(dirs[1] / "results.jsonl"), spec)
+
+
+@app.command("history")
+def history(
+    out_dir: Annotated[
+        Optional[Path], typer.Argument(metavar="DIR", help="The runs folder.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every recorded run, with a trend per system and metric; writes DIR/index.html."""
+    from evals.history import load_history
+    from evals.report import write_index
+
+    where = _out(out_dir)
+    runs = load_history(where)
+    if as_json:
+        print_json(runs)
+        return
+    if not runs:
+        out.print(f"no runs recorded in {where}")
+        return
+    for spec in sorted({r["spec"] for r in runs}):
+        mine = [r for r in runs if r["spec"] == spec]
+        table = Table(
+            "system", "metric", "runs", "first", "last", "trend", title=spec, header_style="bold"
+        )
+        keys = sorted({(s, m) for r in mine for s, ms in r["systems"].items() for m in ms})
+        for system, metric in keys:
+            series = [
+                r["systems"][system][metric] for r in mine if metric in r["systems"].get(system, {})
+            ]
+            table.add_row(
+                system,
+                metric,
+                str(len(series)),
+                f"{series[0]:.2f}",
+                f"{series[-1]:.2f}",
+                _spark(series),
+            )
+        out.print(table)
+    err.print(f"charts: {write_index(where)}")
+
+
+def _spark(values: list[float]) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    return "".join(bars[0 if hi == lo else round((v - lo) / (hi - lo) * 7)] for v in values[-30:])
+
+
+@app.command("schedule")
+def schedule(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
+    cron: Annotated[str, typer.Option("--cron", help='When, in cron syntax, e.g. "0 3 * * *".')],
+    out_dir: OutFlag = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Add the line to your crontab.")
+    ] = False,
+) -> None:
+    """Print (or --install) a crontab line that runs SPEC on a schedule."""
+    from evals.schedule import cron_line, install_cron
+    from evals.spec import load_spec
+
+    load_spec(spec_path)  # a bad spec fails now, not at 3 a.m.
+    line = cron_line(cron, spec_path, _out(out_dir))
+    if install:
+        install_cron(line, spec_path)
+        err.print("installed in your crontab (crontab -l to see it)")
+    out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,326 @@
+"""Running a spec: outputs (cached, resumable), scores, intervals, history, reports.
+
+A run lives in `<out>/<run-id>/`: `run.json` (what is being run), `results.jsonl` (one line
+per system and item, appended as each finishes), then `summary.json`, `report.md` and
+`report.html` when it is done. Running an unchanged spec again after a crash or a kill
+resumes the unfinished run: finished lines are kept, a torn last line is cut, and the
+rest is produced (from the cache when the model had already answered).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from evals.cache import OutputCache, cache_key
+from evals.data import Item, load_outputs, load_translation
+from evals.metrics import corpus_scores, default_tokenizer, sentence_scores
+from evals.spec import EvalSpec, SystemSpec
+from evals.stats import bootstrap
+from pipelines.errors import UsageError
+from pipelines.settings import Settings
+from prompts import load_prompt, show
+
+ModelFactory = Callable[[Settings], Any]  # settings -> Backend (name, model, chat)
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    model_calls: int = 0
+    cached: int = 0
+    on_step: Callable[[Progress], None] | None = None
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on_step:
+            self.on_step(self)
+
+
+@dataclass
+class RunContext:
+    spec: EvalSpec
+    settings: Settings
+    cache: OutputCache
+    backend_factory: ModelFactory
+    backends: dict[str, Any] = field(default_factory=dict)
+
+
+def _backend_for(ctx: RunContext, system: SystemSpec) -> Any:
+    overrides: dict[str, Any] = {k: v for k, v in system.params.items() if v is not None}
+    if system.backend:
+        overrides["backend"] = system.backend
+    if system.model:
+        overrides["gguf" if system.backend == "embedded" else "ollama_model"] = system.model
+    settings = _with(ctx.settings, overrides, system.name) if overrides else ctx.settings
+    key = settings.model_dump_json()
+    if key not in ctx.backends:
+        ctx.backends[key] = (ctx.backend_factory(settings), settings)
+    return ctx.backends[key]
+
+
+def _with(settings: Settings, overrides: dict[str, Any], system: str) -> Settings:
+    try:
+        return Settings.model_validate({**settings.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(
+            f"system {system}: params.{where}: {first['msg']}",
+            hint="params take settings fields: temperature, seed, max_tokens, num_ctx, stop",
+        ) from None
+
+
+def few_shot_examples(items: list[Item], index: int, shots: int) -> list[dict[str, Any]]:
+    """Leave-one-out: the `shots` items after this one (wrapping around), never itself."""
+    others = [items[(index + 1 + j) % len(items)] for j in range(len(items) - 1)]
+    return [
+        {
+            "source": o.source,
+            "reading": o.meta.get("reading"),
+            "target": o.references[0],
+            "title": o.meta.get("title"),
+        }
+        for o in others[:shots]
+    ]
+
+
+def render(system: SystemSpec, items: list[Item], index: int) -> Any:
+    assert system.prompt is not None
+    template = load_prompt(system.prompt)
+    variables = {
+        "source": items[index].source,
+        "examples": few_shot_examples(items, index, system.shots),
+        "meta": items[index].meta,
+    }
+    known = set(template.input_variables) | set(template.optional_variables)
+    return template.invoke({k: v for k, v in variables.items() if k in known})
+
+
+def generate(
+    ctx: RunContext, system: SystemSpec, items: list[Item], index: int, progress: Progress
+) -> tuple[str, bool]:
+    """(output, came from the cache)."""
+    backend, settings = _backend_for(ctx, system)
+    prompt = render(system, items, index)
+    params = {
+        k: getattr(settings, k) for k in ("temperature", "seed", "max_tokens", "num_ctx", "stop")
+    }
+    key = cache_key(
+        backend=backend.name,
+        model=backend.model,
+        prompt=show(prompt),
+        params=params,
+        input=items[index].source,
+    )
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        progress.cached += 1
+        return hit, True
+    message = backend.chat.invoke(prompt)
+    output = (message.text if hasattr(message, "text") else str(message)).strip()
+    progress.model_calls += 1
+    ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model)
+    return output, False
+
+
+# -- the run folder -------------------------------------------------------------------------
+
+
+def new_run_dir(out: Path, spec: EvalSpec) -> Path:
+    """`<out>/<UTC time>-<spec>-<fingerprint>`, made now; ids sort by time."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        run_dir = out / f"{stamp}{n:03d}Z-{spec.name}-{spec.fingerprint()[:6]}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UsageError(f"cannot make a new run folder in {out}")
+
+
+def find_unfinished(out: Path, spec: EvalSpec) -> Path | None:
+    for run_dir in sorted(out.glob(f"*-{spec.name}-*"), reverse=True):
+        meta = run_dir / "run.json"
+        if not meta.exists() or (run_dir / "summary.json").exists():
+            continue
+        if json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") == spec.fingerprint():
+            return run_dir
+    return None
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Complete lines only; a torn last line (killed mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    keep = raw[: raw.rfind(b"\n") + 1]
+    if len(keep) != len(raw):
+        with path.open("r+b") as f:
+            f.truncate(len(keep))
+    return [json.loads(line) for line in keep.decode("utf-8").splitlines() if line.strip()]
+
+
+def append_line(path: Path, row: dict[str, Any]) -> None:
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)  # one write per line: a kill leaves whole lines or a torn last one
+    finally:
+        os.close(fd)
+
+
+# -- a whole run ------------------------------------------------------------------------------
+
+
+def run_spec(
+    spec: EvalSpec,
+    out: Path,
+    *,
+    settings: Settings,
+    backend_factory: ModelFactory,
+    on_step: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    if spec.task != "translate":
+        from evals.tasks import run_task  # PAL and RAG tasks
+
+        return run_task(
+            spec, out, settings=settings, backend_factory=backend_factory, on_step=on_step
+        )
+    items = load_translation(spec.resolve(spec.dataset))
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = find_unfinished(out, spec)
+    resumed = run_dir is not None
+    if run_dir is None:
+        run_dir = new_run_dir(out, spec)
+        (run_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "spec": spec.model_dump(mode="json"),
+                    "fingerprint": spec.fingerprint(),
+                    "started": time.time(),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    results_path = run_dir / "results.jsonl"
+    done = {(r["system"], r["id"]): r for r in read_results(results_path)}
+    tokenize = spec.tokenize or default_tokenizer([i.references for i in items])
+    ctx = RunContext(
+        spec, settings, OutputCache(settings.cache_dir / "eval-outputs.sqlite"), backend_factory
+    )
+    progress = Progress(total=len(items) * len(spec.systems), on_step=on_step)
+    calls: dict[str, dict[str, int]] = {
+        s.name: {"model_calls": 0, "cached": 0} for s in spec.systems
+    }
+    metric_cache: dict[str, Any] = {}
+    for system in spec.systems:
+        external = load_outputs(spec.resolve(system.outputs)) if system.outputs else None
+        if external is not None:
+            missing = [i.id for i in items if i.id not in external]
+            if missing:
+                raise UsageError(
+                    f"{system.outputs}: no output for {len(missing)} item(s): "
+                    + ", ".join(missing[:5]),
+                    hint='add {"id": ..., "output": ...} lines for them',
+                )
+        for index, item in enumerate(items):
+            if (system.name, item.id) in done:
+                calls[system.name]["cached"] += int(done[(system.name, item.id)]["cached"])
+                progress.step()
+                continue
+            before = (progress.model_calls, progress.cached)
+            if external is not None:
+                output, cached = external[item.id], False
+            else:
+                output, cached = generate(ctx, system, items, index, progress)
+            calls[system.name]["model_calls"] += progress.model_calls - before[0]
+            calls[system.name]["cached"] += progress.cached - before[1]
+            row = {
+                "system": system.name,
+                "id": item.id,
+                "output": output,
+                "references": item.references,
+                "metrics": sentence_scores(
+                    spec.metrics or [], output, item.references, tokenize, metric_cache
+                ),
+                "cached": cached,
+            }
+            append_line(results_path, row)
+            done[(system.name, item.id)] = row
+            progress.step()
+    rows = read_results(results_path)
+    summary = summarise(spec, items, rows, tokenize, calls, run_dir, resumed)
+    from evals.history import record_run
+    from evals.report import write_reports
+
+    summary["previous"] = record_run(out, summary, rows, spec)
+    (run_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    write_reports(run_dir, summary, rows, items)
+    return summary
+
+
+def summarise(
+    spec: EvalSpec,
+    items: list[Item],
+    rows: list[dict[str, Any]],
+    tokenize: str,
+    calls: dict[str, dict[str, int]],
+    run_dir: Path,
+    resumed: bool,
+) -> dict[str, Any]:
+    by_system: dict[str, dict[str, str]] = {}
+    for r in rows:
+        by_system.setdefault(r["system"], {})[r["id"]] = r["output"]
+    order = [i.id for i in items]
+    refs = [i.references for i in items]
+    ref_positions = [
+        [r[p] if p < len(r) else r[0] for r in refs] for p in range(max(map(len, refs)))
+    ]
+    outputs = {s.name: [by_system[s.name][i] for i in order] for s in spec.systems}
+    group_key = spec.group_by or next(
+        (k for k in ("poem", "group") if all(k in i.meta for i in items)), None
+    )
+    groups = [str(i.meta.get(group_key, i.id)) if group_key else i.id for i in items]
+    systems: dict[str, Any] = {}
+    pairs: dict[str, Any] = {}
+    for system in spec.systems:
+        scores = corpus_scores(spec.metrics or [], outputs[system.name], refs, tokenize)
+        systems[system.name] = {
+            "metrics": scores,
+            **calls[system.name],
+            "outputs_from": str(system.outputs) if system.outputs else "model",
+        }
+    for metric in spec.metrics or []:
+        boot = bootstrap(
+            metric, tokenize, outputs, ref_positions, groups, spec.bootstrap, spec.seed
+        )
+        for name, info in boot["systems"].items():
+            systems[name]["metrics"][metric]["ci"] = info["ci"]
+        pairs[metric] = boot["pairs"]
+    return {
+        "run_id": run_dir.name,
+        "spec": spec.name,
+        "task": spec.task,
+        "fingerprint": spec.fingerprint(),
+        "dataset": str(spec.dataset),
+        "items": len(items),
+        "tokenize": tokenize,
+        "group_by": group_key,
+        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
+        "finished": time.time(),
+        "resumed": resumed,
+        "systems": systems,
+        "pairs": pairs,
+    }

@@ -1,0 +1,119 @@
+"""Eval specs: one YAML file names the task, the dataset, the systems and the metrics.
+
+    name: hyangga-modern-korean
+    task: translate                  # translate | pal | rag
+    dataset: evals/datasets/hyangga.jsonl
+    systems:
+      - {name: zero-shot, prompt: hyangga/zero_shot, backend: auto, params: {temperature: 0}}
+      - {name: few-shot, prompt: hyangga/few_shot, shots: 2}
+      - {name: deepl, outputs: path/to/outputs.jsonl}
+    metrics: [chrf, chrf++, bleu, ter]
+    tokenize: char
+
+Relative paths are relative to the spec file's folder, then to the current directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import UsageError
+
+METRICS = {
+    "translate": ("chrf", "chrf++", "bleu", "ter"),
+    "pal": ("accuracy",),
+    "rag": ("citation_validity", "recall@k", "abstention_accuracy"),
+}
+
+
+class SystemSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    prompt: str | None = None  # a prompt name under prompts/ or a .jinja path
+    outputs: Path | None = None  # outputs made elsewhere: {"id", "output"} lines
+    backend: Literal["auto", "ollama", "embedded"] | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # temperature, seed, max_tokens, ...
+    shots: int = Field(0, ge=0, le=20)
+    method: Literal["pal", "cot", "direct"] = "pal"  # PAL task
+    k: int = Field(5, ge=1, le=50)  # RAG task
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SystemSpec:
+        if self.outputs is not None and (self.prompt or self.shots):
+            raise ValueError("a system has either `outputs` or a `prompt`, not both")
+        return self
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    task: Literal["translate", "pal", "rag"] = "translate"
+    dataset: Path
+    systems: list[SystemSpec] = Field(min_length=1)
+    metrics: list[str] | None = None
+    tokenize: str | None = None  # BLEU tokenizer; default: char for Korean targets, else 13a
+    group_by: str | None = None  # a `meta` key to resample by (default: meta.poem / meta.group)
+    bootstrap: int = Field(1000, ge=100, le=100_000)
+    seed: int = 0
+    index: Path | None = None  # RAG task: the index folder to ask
+    path: Path | None = Field(None, exclude=True)  # where the spec was read from
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalSpec:
+        names = [s.name for s in self.systems]
+        if len(set(names)) != len(names):
+            raise ValueError(f"system names must be unique, got {names}")
+        allowed = METRICS[self.task]
+        if self.metrics is None:
+            self.metrics = list(allowed)
+        unknown = [m for m in self.metrics if m not in allowed]
+        if unknown:
+            raise ValueError(f"task {self.task} has no metric {unknown}; use {list(allowed)}")
+        for system in self.systems:
+            if system.outputs is None and system.prompt is None and self.task == "translate":
+                raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the spec, relative to the spec's folder when it exists there."""
+        if path.is_absolute() or self.path is None:
+            return path
+        beside = self.path.parent / path
+        return beside if beside.exists() or not path.exists() else path
+
+    def fingerprint(self) -> str:
+        """Changes when anything that affects results changes (used to resume a run)."""
+        doc = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_spec(path: str | Path) -> EvalSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no such spec: {path}", hint="pass a YAML eval spec") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({exc})", hint="check indentation") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a spec is a mapping (name, task, dataset, systems, ...)")
+    try:
+        spec = EvalSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UsageError(
+            f"{path}: {where}: {first['msg']}",
+            hint="see the README's Evals section for the spec format",
+        ) from None
+    spec.path = path
+    return spec

@@ -1,0 +1,95 @@
+"""Paired bootstrap resampling for corpus-level metrics, optionally by group.
+
+Each item's sufficient statistics are extracted once (sacrebleu's own per-sentence
+statistics, the ones its significance tests use); a resample sums them and computes the
+corpus score again, so 1,000 resamples cost milliseconds. Systems (or runs) are compared
+on the same resamples: the difference's 95% interval and the share of resamples in which
+the sign flips (a p-value). With a grouping key (e.g. the poem), whole groups are drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from evals.metrics import lower_is_better, make
+
+ALPHA = 0.05
+
+
+def resamples(groups: Sequence[str], n: int, seed: int) -> list[np.ndarray]:
+    """Index arrays, one per resample; whole groups when there are fewer groups than items."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = list(members)
+    if len(keys) == len(groups):
+        return list(rng.integers(0, len(groups), size=(n, len(groups))))
+    out = []
+    for _ in range(n):
+        picked = rng.integers(0, len(keys), size=len(keys))
+        out.append(np.concatenate([members[keys[j]] for j in picked]))
+    return out
+
+
+def item_stats(
+    metric_name: str, tokenize: str, outputs: Sequence[str], refs: list[list[str]]
+) -> tuple[Any, np.ndarray]:
+    metric = make(metric_name, tokenize)
+    stats = np.array(metric._extract_corpus_statistics(list(outputs), refs), dtype=np.float64)
+    return metric, stats
+
+
+def _score(metric: Any, summed: np.ndarray) -> float:
+    return float(metric._compute_score_from_stats(list(summed)).score)
+
+
+def bootstrap(
+    metric_name: str,
+    tokenize: str,
+    outputs: Mapping[str, Sequence[str]],
+    refs: list[list[str]],
+    groups: Sequence[str],
+    n: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per system: score and 95% interval; per pair: difference, interval, p-value."""
+    samples = resamples(groups, n, seed)
+    per_system: dict[str, np.ndarray] = {}
+    summary: dict[str, Any] = {"systems": {}, "pairs": [], "resamples": n, "seed": seed}
+    for system, outs in outputs.items():
+        metric, stats = item_stats(metric_name, tokenize, outs, refs)
+        scores = np.array([_score(metric, stats[idx].sum(axis=0)) for idx in samples])
+        per_system[system] = scores
+        point = _score(metric, stats.sum(axis=0))
+        lo, hi = np.percentile(scores, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+        summary["systems"][system] = {"score": round(point, 4), "ci": [round(lo, 4), round(hi, 4)]}
+    names = list(outputs)
+    sign = -1.0 if lower_is_better(metric_name) else 1.0
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            diff = per_system[a] - per_system[b]
+            lo, hi = np.percentile(diff, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+            better = a if sign * float(np.mean(diff)) > 0 else b
+            flips = (
+                float(np.mean(sign * diff <= 0))
+                if better == a
+                else float(np.mean(sign * diff >= 0))
+            )
+            summary["pairs"].append(
+                {
+                    "a": a,
+                    "b": b,
+                    "diff": round(
+                        summary["systems"][a]["score"] - summary["systems"][b]["score"], 4
+                    ),
+                    "ci": [round(lo, 4), round(hi, 4)],
+                    "p": round(flips, 4),
+                    "better": better,
+                    "significant": bool(lo > 0 or hi < 0),
+                }
+            )
+    return summary

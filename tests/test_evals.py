@@ -1,0 +1,424 @@
+"""The eval harness: specs, the hyangga dataset, metrics, cache, resume, history, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from commands import common
+from evals.data import load_translation
+from evals.metrics import corpus_scores
+from evals.runner import few_shot_examples, read_results, render, run_spec
+from evals.schedule import AlreadyRunning, cron_line, run_lock
+from evals.spec import load_spec
+from pipelines.errors import UsageError
+from pipelines.settings import load_settings
+from tests.cli_helpers import run_cli
+from tests.fakes import ScriptedChat
+
+ROOT = Path(__file__).resolve().parents[1]
+HYANGGA = ROOT / "evals" / "datasets" / "hyangga.jsonl"
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    rows = [
+        {"id": f"p{i}", "source": f"原文 {i} 東京明期月良", "references": [f"서라벌 밝은 달밤에 {i}번째 노래를 부른다."],
+         "meta": {"poem": f"poem{i // 2}"}}
+        for i in range(6)
+    ]  # fmt: skip
+    return write(tmp_path / "data.jsonl", rows)
+
+
+def outputs(tmp_path: Path, name: str, cut: int) -> Path:
+    rows = [
+        {"id": f"p{i}", "output": f"서라벌 밝은 달밤에 {i}번째 노래를 부른다."[:cut]}
+        for i in range(6)
+    ]
+    return write(tmp_path / f"{name}.jsonl", rows)
+
+
+def spec_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def fake_factory(model: ScriptedChat) -> Any:
+    return lambda settings: SimpleNamespace(name="fake", model="scripted", chat=model)
+
+
+# -- spec and dataset ------------------------------------------------------------------------
+
+
+def test_bad_specs_name_the_file_and_field(tmp_path: Path, dataset: Path) -> None:
+    with pytest.raises(UsageError, match=r"spec.yaml: systems.0.shots"):
+        load_spec(
+            spec_file(
+                tmp_path,
+                f"name: x\ndataset: {dataset}\nsystems: [{{name: a, prompt: p, shots: -1}}]",
+            )
+        )
+    with pytest.raises(UsageError, match="metric"):
+        load_spec(
+            spec_file(
+                tmp_path,
+                f"name: x\ndataset: {dataset}\nsystems: [{{name: a, prompt: p}}]\nmetrics: [rouge]",
+            )
+        )
+    with pytest.raises(UsageError, match="unique"):
+        load_spec(
+            spec_file(
+                tmp_path,
+                f"name: x\ndataset: {dataset}\nsystems: [{{name: a, prompt: p}}, {{name: a, prompt: q}}]",
+            )
+        )
+    with pytest.raises(UsageError, match="no such spec"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_bad_dataset_lines_name_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"id": "a", "source": "x", "references": ["y"]}\n{"id": "b", "source": 3, "references": ["y"]}\n'
+    )
+    with pytest.raises(UsageError, match=r"bad.jsonl:2: field 'source'"):
+        load_translation(bad)
+
+
+def test_every_hyangga_item_has_provenance_and_licence() -> None:
+    items = load_translation(HYANGGA)
+    assert len(items) >= 10
+    for item in items:
+        meta = item.meta
+        assert meta.get("source_url", "").startswith("http"), item.id
+        assert meta.get("source_licence"), item.id
+        assert meta.get("references") and all(
+            r.get("licence") and r.get("author") for r in meta["references"]
+        ), item.id
+        assert len(meta["references"]) == len(item.references), item.id
+        if "reading" in meta:
+            assert meta["reading_provenance"]["licence"].startswith("public domain")
+        for banned in ("양주동", "김완진", "Yang Ju", "Kim Wan"):
+            assert banned not in json.dumps(meta["references"], ensure_ascii=False)
+
+
+def test_variant_characters_are_normalised() -> None:
+    text = "".join(i.source for i in load_translation(HYANGGA))
+    assert not set("肸盻兮慙兒貌陁") & set(text)
+
+
+def test_local_overlay_adds_references(tmp_path: Path) -> None:
+    data = tmp_path / "hy.jsonl"
+    shutil.copy(HYANGGA, data)
+    (tmp_path / "local").mkdir()
+    write(
+        tmp_path / "local" / "hy.jsonl",
+        [{"id": "cheoyongga", "references": ["내 참고 번역"], "licence": "private"}],
+    )
+    item = next(i for i in load_translation(data) if i.id == "cheoyongga")
+    assert item.references[-1] == "내 참고 번역"
+
+
+def test_few_shot_is_leave_one_out() -> None:
+    items = load_translation(HYANGGA)
+    spec = load_spec(ROOT / "evals" / "specs" / "hyangga.yaml")
+    few = next(s for s in spec.systems if s.shots)
+    for index, item in enumerate(items):
+        examples = few_shot_examples(items, index, few.shots)
+        assert len(examples) == few.shots
+        assert all(ex["source"] != item.source for ex in examples)
+        rendered = render(few, items, index).to_string()
+        assert rendered.count(item.source) == 1, "the poem appears once: as the question"
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def test_korean_bleu_uses_characters() -> None:
+    hyp, ref = ["서라벌 밝은 달밤에 놀다가"], [["서라벌 밝은 달밤에서 놀았다가"]]
+    char = corpus_scores(["bleu"], hyp, ref, "char")["bleu"]
+    words = corpus_scores(["bleu"], hyp, ref, "13a")["bleu"]
+    assert char["score"] > words["score"], "endings attached to words sink word-level BLEU"
+    assert "tok:char" in char["signature"]
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+def test_run_writes_results_summary_and_reports(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"""
+name: outs
+dataset: {dataset}
+systems:
+  - {{name: full, outputs: {outputs(tmp_path, "full", 100)}}}
+  - {{name: half, outputs: {outputs(tmp_path, "half", 10)}}}
+""",
+        )
+    )
+    summary = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=lambda s: None
+    )
+    run_dir = tmp_path / "runs" / summary["run_id"]
+    rows = read_results(run_dir / "results.jsonl")
+    assert len(rows) == 12 and {r["system"] for r in rows} == {"full", "half"}
+    assert set(rows[0]) == {"system", "id", "output", "references", "metrics", "cached"}
+    assert set(rows[0]["metrics"]) == {"chrf", "chrf++", "bleu", "ter"}
+    full = summary["systems"]["full"]["metrics"]
+    assert (
+        full["chrf"]["score"] == 100 and full["chrf"]["ci"] and "nc:6" in full["chrf"]["signature"]
+    )
+    assert summary["tokenize"] == "char" and summary["group_by"] == "poem"
+    (pair,) = summary["pairs"]["chrf"]
+    assert pair["better"] == "full" and pair["significant"]
+    assert (run_dir / "report.md").read_text().startswith("# outs")
+    page = (run_dir / "report.html").read_text()
+    assert "<svg" in page and 'id="items"' in page and 'id="scores"' in page
+    assert "<del>" in page, "differences from the reference are marked"
+    assert not re.search(r"(src|href)=[\"']?https?:|url\(|@import", page), "self-contained"
+
+
+def test_unchanged_spec_makes_zero_model_calls_the_second_time(
+    tmp_path: Path, dataset: Path
+) -> None:
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: cached\ndataset: {dataset}\nsystems: [{{name: a, prompt: hyangga/zero_shot}}]\nmetrics: [chrf]",
+        )
+    )
+    model = ScriptedChat(lambda prompt: "서라벌 밝은 달밤에")
+    first = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    second = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    assert first["systems"]["a"]["model_calls"] == 6 and len(model.calls) == 6
+    assert second["systems"]["a"]["model_calls"] == 0 and second["systems"]["a"]["cached"] == 6
+    assert second["run_id"] != first["run_id"] and second["previous"]["run_id"] == first["run_id"]
+
+
+def test_an_interrupted_run_resumes_without_repeats(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: resume\ndataset: {dataset}\nsystems: [{{name: a, prompt: hyangga/zero_shot}}, {{name: b, prompt: hyangga/zero_shot, params: {{temperature: 0.5}}}}]\nmetrics: [chrf]",
+        )
+    )
+    calls = []
+
+    def reply(prompt: str) -> str:
+        calls.append(prompt)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # as if killed during the fifth model call
+        return "서라벌 밝은 달밤에"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(
+            spec,
+            tmp_path / "runs",
+            settings=load_settings(),
+            backend_factory=fake_factory(ScriptedChat(reply)),
+        )
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    with (run_dir / "results.jsonl").open("a") as f:
+        f.write('{"system": "a", "id": "torn')  # a line cut short by the kill
+    summary = run_spec(
+        spec,
+        tmp_path / "runs",
+        settings=load_settings(),
+        backend_factory=fake_factory(ScriptedChat(reply)),
+    )
+    assert summary["run_id"] == run_dir.name and summary["resumed"]
+    rows = read_results(run_dir / "results.jsonl")
+    keys = [(r["system"], r["id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 12, "none lost, none repeated"
+    assert len(calls) == 12 + 1, "only the unfinished items were asked again"
+
+
+def test_regression_against_the_previous_run_fails_a_scheduled_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, dataset: Path
+) -> None:
+    good = outputs(tmp_path, "sys", 100)
+    path = spec_file(
+        tmp_path,
+        f"name: sched\ndataset: {dataset}\nsystems: [{{name: s, outputs: {good}}}]\nmetrics: [chrf]",
+    )
+    out = tmp_path / "runs"
+    assert run_cli(capsys, "eval", "run", str(path), "--out", str(out), "--scheduled").code == 0
+    outputs(tmp_path, "sys", 8)  # the same system got much worse
+    r = run_cli(capsys, "eval", "run", str(path), "--out", str(out), "--scheduled", "--json")
+    assert r.code == 1 and "regressed" in r.stderr
+    (regression,) = r.json()["previous"]["regressions"]
+    assert regression["system"] == "s" and regression["metric"] == "chrf"
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    compared = run_cli(capsys, "eval", "report", str(out), "--compare", runs[0], runs[1], "--json")
+    assert compared.json()["systems"]["s"]["chrf"]["regressed"] is True
+    history = run_cli(capsys, "eval", "history", str(out))
+    assert history.code == 0 and "sched" in history.stdout
+    assert "<svg" in (out / "index.html").read_text()
+
+
+def test_runs_never_overlap(tmp_path: Path) -> None:
+    with run_lock(tmp_path), pytest.raises(AlreadyRunning):
+        with run_lock(tmp_path):
+            pass
+
+
+def test_schedule_prints_a_cron_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, dataset: Path
+) -> None:
+    path = spec_file(
+        tmp_path,
+        f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
+    )
+    r = run_cli(
+        capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--out", str(tmp_path / "o")
+    )
+    assert r.code == 0 and r.stdout.startswith("0 3 * * * ") and "--scheduled" in r.stdout
+    assert run_cli(capsys, "eval", "schedule", str(path), "--cron", "every day").code == 2
+    assert cron_line("*/5 * * * *", path, tmp_path).endswith(str(path.resolve()))
+
+
+def test_cli_bad_spec_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = run_cli(capsys, "eval", "run", str(spec_file(tmp_path, "name: [oops")))
+    assert r.code == 2 and "Traceback" not in r.stderr
+
+
+# -- a real kill -9, and the real model ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume(tmp_path: Path, dataset: Path) -> None:
+    path = spec_file(
+        tmp_path,
+        f"name: killed\ndataset: {dataset}\nsystems: [{{name: a, prompt: hyangga/zero_shot, params: {{max_tokens: 24}}}}, {{name: b, prompt: hyangga/few_shot, shots: 1, params: {{max_tokens: 24}}}}]\nmetrics: [chrf]",
+    )
+    out = tmp_path / "runs"
+    env = {**os.environ, "LLAMAPIPE_BACKEND": "embedded"}
+    cmd = [sys.executable, "-m", "cli", "eval", "run", str(path), "--out", str(out), "--json"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    results = None
+    while time.time() < deadline:
+        found = list(out.glob("*/results.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            results = found[0]
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert results is not None, "the run never got going"
+    before = len(read_results(results))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    rows = read_results(results)
+    keys = [(r["system"], r["id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 12
+    calls = sum(s["model_calls"] for s in summary["systems"].values())
+    assert calls <= 12 - before, "finished items were not asked again"
+
+
+# -- the report in a real browser -----------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MEASURE = """<script>
+const chart = document.querySelector('svg.chart polyline, svg.chart circle');
+const box = chart ? chart.getBBox() : {width: 0, height: 0};
+const scores = document.querySelector('#scores').getBoundingClientRect();
+const items = document.querySelectorAll('#items tr').length;
+document.body.setAttribute('data-measured', JSON.stringify(
+  {chart: box.width + box.height, scores: scores.height, items: items}));
+</script></body>"""
+
+
+def _png_pixels_vary(path: Path) -> bool:
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return len(set(zlib.decompress(idat))) > 20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+def test_report_renders_in_headless_chromium(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"""
+name: browser
+dataset: {dataset}
+systems:
+  - {{name: full, outputs: {outputs(tmp_path, "full", 100)}}}
+  - {{name: half, outputs: {outputs(tmp_path, "half", 12)}}}
+""",
+        )
+    )
+    for _ in range(2):  # two runs, so the trend chart has a line
+        summary = run_spec(
+            spec, tmp_path / "runs", settings=load_settings(), backend_factory=lambda s: None
+        )
+    report = tmp_path / "runs" / summary["run_id"] / "report.html"
+    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600"]  # fmt: skip
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*base, f"--screenshot={shot}", report.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.exists() and _png_pixels_vary(shot), "the screenshot shows a rendered page"
+    probe = tmp_path / "measured.html"
+    probe.write_text(
+        report.read_text(encoding="utf-8").replace("</body>", MEASURE), encoding="utf-8"
+    )
+    dom = subprocess.run(
+        [*base, "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    measured = json.loads(
+        re.search(r"data-measured=\"([^\"]+)\"", dom.stdout).group(1).replace("&quot;", '"')
+    )  # type: ignore[union-attr]
+    assert measured["chart"] > 0, "the trend chart was laid out"
+    assert measured["scores"] > 20, "the scores table was laid out"
+    assert measured["items"] == 7, "a header and one row per item"
