@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from commands import common
 from evals.data import load_translation
 from evals.metrics import corpus_scores
 from evals.runner import few_shot_examples, read_results, render, run_spec
@@ -282,9 +281,8 @@ def test_regression_against_the_previous_run_fails_a_scheduled_run(
 
 
 def test_runs_never_overlap(tmp_path: Path) -> None:
-    with run_lock(tmp_path), pytest.raises(AlreadyRunning):
-        with run_lock(tmp_path):
-            pass
+    with run_lock(tmp_path), pytest.raises(AlreadyRunning), run_lock(tmp_path):
+        pass
 
 
 def test_schedule_prints_a_cron_line(
