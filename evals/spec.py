@@ -65,6 +65,7 @@ class EvalSpec(BaseModel):
     bootstrap: int = Field(1000, ge=100, le=100_000)
     seed: int = 0
     index: Path | None = None  # RAG task: the index folder to ask
+    corpus: Path | None = None  # RAG task: documents to ingest into <out>/<name>-index
     path: Path | None = Field(None, exclude=True)  # where the spec was read from
 
     @model_validator(mode="after")

@@ -47,6 +47,53 @@ def _score(metric: Any, summed: np.ndarray) -> float:
     return float(metric._compute_score_from_stats(list(summed)).score)
 
 
+def _pairs(
+    per_system: dict[str, np.ndarray], points: dict[str, float], lower_better: bool
+) -> list[dict[str, Any]]:
+    names = list(per_system)
+    sign = -1.0 if lower_better else 1.0
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            diff = per_system[a] - per_system[b]
+            lo, hi = np.percentile(diff, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+            better = a if sign * float(np.mean(diff)) > 0 else b
+            flips = (
+                float(np.mean(sign * diff <= 0))
+                if better == a
+                else float(np.mean(sign * diff >= 0))
+            )
+            out.append(
+                {
+                    "a": a, "b": b, "diff": round(points[a] - points[b], 4),
+                    "ci": [round(lo, 4), round(hi, 4)], "p": round(flips, 4), "better": better,
+                    "significant": bool(lo > 0 or hi < 0),
+                }
+            )  # fmt: skip
+    return out
+
+
+def bootstrap_means(
+    values: Mapping[str, Sequence[float]], groups: Sequence[str], n: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The same paired bootstrap for per-item scores averaged (accuracy, recall@k, ...)."""
+    samples = resamples(groups, n, seed)
+    per_system: dict[str, np.ndarray] = {}
+    points: dict[str, float] = {}
+    summary: dict[str, Any] = {"systems": {}, "resamples": n, "seed": seed}
+    for system, vals in values.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        per_system[system] = np.array([arr[idx].mean() for idx in samples])
+        points[system] = float(arr.mean()) if arr.size else 0.0
+        lo, hi = np.percentile(per_system[system], [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+        summary["systems"][system] = {
+            "score": round(points[system], 4),
+            "ci": [round(lo, 4), round(hi, 4)],
+        }
+    summary["pairs"] = _pairs(per_system, points, lower_better=False)
+    return summary
+
+
 def bootstrap(
     metric_name: str,
     tokenize: str,
@@ -67,29 +114,6 @@ def bootstrap(
         point = _score(metric, stats.sum(axis=0))
         lo, hi = np.percentile(scores, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
         summary["systems"][system] = {"score": round(point, 4), "ci": [round(lo, 4), round(hi, 4)]}
-    names = list(outputs)
-    sign = -1.0 if lower_is_better(metric_name) else 1.0
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            diff = per_system[a] - per_system[b]
-            lo, hi = np.percentile(diff, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-            better = a if sign * float(np.mean(diff)) > 0 else b
-            flips = (
-                float(np.mean(sign * diff <= 0))
-                if better == a
-                else float(np.mean(sign * diff >= 0))
-            )
-            summary["pairs"].append(
-                {
-                    "a": a,
-                    "b": b,
-                    "diff": round(
-                        summary["systems"][a]["score"] - summary["systems"][b]["score"], 4
-                    ),
-                    "ci": [round(lo, 4), round(hi, 4)],
-                    "p": round(flips, 4),
-                    "better": better,
-                    "significant": bool(lo > 0 or hi < 0),
-                }
-            )
+    points = {name: info["score"] for name, info in summary["systems"].items()}
+    summary["pairs"] = _pairs(per_system, points, lower_is_better(metric_name))
     return summary

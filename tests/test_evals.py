@@ -24,6 +24,7 @@ from evals.spec import load_spec
 from pipelines.errors import UsageError
 from pipelines.settings import load_settings
 from tests.cli_helpers import run_cli
+from tests.conftest import needs_walls
 from tests.fakes import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,3 +421,64 @@ systems:
     assert measured["chart"] > 0, "the trend chart was laid out"
     assert measured["scores"] > 20, "the scores table was laid out"
     assert measured["items"] == 7, "a header and one row per item"
+
+
+# -- PAL and RAG tasks -------------------------------------------------------------------------------
+
+
+@needs_walls
+def test_pal_task_scores_accuracy_and_caches(tmp_path: Path) -> None:
+    data = write(tmp_path / "pal.jsonl", [
+        {"id": "a", "question": "6 times 7?", "answer": 42},
+        {"id": "b", "question": "2 plus 2?", "answer": "4"},
+    ])  # fmt: skip
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: paltask\ntask: pal\ndataset: {data}\nsystems: [{{name: pal, method: pal}}, {{name: direct, method: direct}}]",
+        )
+    )
+
+    def reply(prompt: str) -> str:
+        if "final answer only" in prompt:
+            return "42"  # the direct baseline always says 42
+        value = "6 * 7" if "6 times 7?" in prompt else "2 + 2"
+        return f"```python\ndef solution():\n    return {value}\n```"
+
+    model = ScriptedChat(reply)
+    summary = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    assert summary["systems"]["pal"]["metrics"]["accuracy"]["score"] == 100
+    assert summary["systems"]["direct"]["metrics"]["accuracy"]["score"] == 50
+    again = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    assert sum(s["model_calls"] for s in again["systems"].values()) == 0
+
+
+def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None:
+    corpus = ROOT / "evals" / "datasets" / "rag" / "corpus"
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: ragtask\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\ncorpus: {corpus}\nsystems: [{{name: k3, k: 3}}]",
+        )
+    )
+    model = ScriptedChat(
+        lambda prompt: "Ogura Shinpei published a reading of the hyangga in 1929 [1]."
+    )
+    summary = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    metrics = summary["systems"]["k3"]["metrics"]
+    assert set(metrics) == {"citation_validity", "recall@k", "abstention_accuracy"}
+    assert metrics["abstention_accuracy"]["score"] == 100, (
+        "unanswerable ones abstained, the rest did not"
+    )
+    assert metrics["recall@k"]["score"] >= 75
+    assert 0 <= metrics["citation_validity"]["score"] < 100, (
+        "a wrong citation on most questions is caught"
+    )
+    rows = read_results(tmp_path / "runs" / summary["run_id"] / "results.jsonl")
+    assert len(rows) == 8 and all("citation_validity" in r["metrics"] for r in rows)

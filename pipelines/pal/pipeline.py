@@ -135,8 +135,8 @@ class PAL(RunnableSerializable[Any, PALResult]):
     model: Any
     sandbox: Any
     task: str = "math"
-    samples: int = Field(1, ge=1, le=64)
-    retries: int = Field(1, ge=0, le=10)
+    samples: int = Field(default=1, ge=1, le=64)
+    retries: int = Field(default=1, ge=0, le=10)
     temperature: float | None = None
     seed: int | None = None
     backend: str | None = None  # label in results; guessed from the model when None

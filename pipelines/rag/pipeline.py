@@ -75,7 +75,7 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
 
     model: Any
     index: Index
-    k: int = Field(5, ge=1, le=50)
+    k: int = Field(default=5, ge=1, le=50)
     backend: str | None = None
 
     @property

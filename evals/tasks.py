@@ -1,0 +1,247 @@
+"""PAL and RAG evals: the same run folder, cache, resume, history and reports as translation.
+
+- `pal`: a PAL dataset ({"id", "question", "answer"}); each system is a method (pal, cot,
+  direct) on a backend; the metric is accuracy, answers compared as numbers.
+- `rag`: questions ({"id", "question", "gold_sources": [...], "answerable": bool}) asked of
+  an index (`index:`, or `corpus:` ingested into `<out>/<spec>-index`); metrics: citation
+  validity (supported citations over citations plus dropped markers), recall@k of the gold
+  sources, abstention accuracy.
+
+A system's answer to an item is cached by backend, model, method, prompt, parameters and
+input, so an unchanged spec runs again with zero model calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evals.cache import OutputCache, cache_key
+from evals.data import read_jsonl
+from evals.runner import (
+    Progress,
+    RunContext,
+    _backend_for,
+    append_line,
+    find_unfinished,
+    new_run_dir,
+    read_results,
+)
+from evals.spec import EvalSpec, SystemSpec
+from evals.stats import bootstrap_means
+from pipelines.errors import UsageError
+from pipelines.settings import Settings
+
+
+def _answer_pal(ctx: RunContext, system: SystemSpec, item: Any, sandbox: Any) -> dict[str, Any]:
+    from pipelines.pal import PAL, Baseline, same_answer
+
+    backend, _ = _backend_for(ctx, system)
+    task = item.task or "math"
+    if system.method == "pal":
+        runner: Any = PAL(model=backend.chat, sandbox=sandbox, task=task)
+    else:
+        runner = Baseline(model=backend.chat, method=system.method, task=task)
+    result = runner.invoke(item.question)
+    correct = bool(result.ok and same_answer(result.answer, item.answer))
+    return {
+        "output": result.answer,
+        "program": result.program,
+        "metrics": {"accuracy": 100.0 * correct},
+    }
+
+
+def _answer_rag(
+    ctx: RunContext, system: SystemSpec, item: dict[str, Any], index: Any
+) -> dict[str, Any]:
+    from pipelines.rag import RAG
+
+    backend, _ = _backend_for(ctx, system)
+    answer = RAG(model=backend.chat, index=index, k=system.k).invoke(item["question"])
+    gold = set(item.get("gold_sources") or [])
+    got = {Path(r.source).name for r in answer.retrieved}
+    recall = 100.0 * len({Path(g).name for g in gold} & got) / len(gold) if gold else 100.0
+    checked = len(answer.citations) + answer.dropped_markers
+    validity = 100.0 * sum(c.supported for c in answer.citations) / checked if checked else 100.0
+    should_abstain = not item.get("answerable", True)
+    return {
+        "output": answer.answer,
+        "citations": [c.model_dump() for c in answer.citations],
+        "metrics": {
+            "citation_validity": validity,
+            "recall@k": recall,
+            "abstention_accuracy": 100.0 * (answer.abstained == should_abstain),
+        },
+    }
+
+
+def _items(spec: EvalSpec) -> list[Any]:
+    if spec.task == "pal":
+        from pipelines.pal import load_dataset
+
+        return load_dataset(spec.resolve(spec.dataset))
+    rows = read_jsonl(spec.resolve(spec.dataset), "dataset")
+    for number, row in rows:
+        if not isinstance(row.get("question"), str) or "id" not in row:
+            raise UsageError(
+                f'{spec.dataset}:{number}: a RAG item needs "id" and "question"',
+                hint='e.g. {"id": "q1", "question": "...", "gold_sources": ["a.md"], '
+                '"answerable": true}',
+            )
+    return [row for _, row in rows]
+
+
+def _index(spec: EvalSpec, out: Path) -> Any:
+    from pipelines.rag import Index
+
+    if spec.index is not None:
+        return Index(spec.resolve(spec.index))
+    if spec.corpus is None:
+        raise UsageError(
+            "a rag spec needs `index:` or `corpus:`", hint="corpus: path/to/documents/"
+        )
+    index = Index(out / f"{spec.name}-index")
+    index.ingest([spec.resolve(spec.corpus)])
+    return index
+
+
+def run_task(
+    spec: EvalSpec,
+    out: Path,
+    *,
+    settings: Settings,
+    backend_factory: Callable[[Settings], Any],
+    on_step: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    items = _items(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = find_unfinished(out, spec)
+    resumed = run_dir is not None
+    if run_dir is None:
+        run_dir = new_run_dir(out, spec)
+        (run_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "spec": spec.model_dump(mode="json"),
+                    "fingerprint": spec.fingerprint(),
+                    "started": time.time(),
+                }
+            )
+        )
+    results_path = run_dir / "results.jsonl"
+    done = {(r["system"], r["id"]) for r in read_results(results_path)}
+    ctx = RunContext(
+        spec, settings, OutputCache(settings.cache_dir / "eval-outputs.sqlite"), backend_factory
+    )
+    progress = Progress(total=len(items) * len(spec.systems), on_step=on_step)
+    calls = {s.name: {"model_calls": 0, "cached": 0} for s in spec.systems}
+    helper: Any = None
+    if spec.task == "rag":
+        helper = _index(spec, out)
+    for system in spec.systems:
+        for item in items:
+            item_id = str(item.id if spec.task == "pal" else item["id"])
+            if (system.name, item_id) in done:
+                progress.step()
+                continue
+            backend, sys_settings = _backend_for(ctx, system)
+            params = {
+                k: getattr(sys_settings, k)
+                for k in ("temperature", "seed", "max_tokens", "num_ctx")
+            }
+            question = item.question if spec.task == "pal" else item["question"]
+            index_state = (str(helper.path), helper.generation()) if spec.task == "rag" else None
+            key = cache_key(
+                task=spec.task,
+                backend=backend.name,
+                model=backend.model,
+                method=system.method,
+                k=system.k,
+                params=params,
+                input=question,
+                task_prompt=getattr(item, "task", None),
+                index=index_state,
+            )
+            cached = ctx.cache.get(key)
+            if cached is not None:
+                record = json.loads(cached)
+                calls[system.name]["cached"] += 1
+            else:
+                if spec.task == "pal" and helper is None:
+                    from pipelines.sandbox import Limits, Sandbox
+
+                    helper = Sandbox(
+                        Limits.from_settings(settings), isolation=settings.sandbox_isolation
+                    )
+                record = (
+                    _answer_pal(ctx, system, item, helper)
+                    if spec.task == "pal"
+                    else _answer_rag(ctx, system, item, helper)
+                )
+                ctx.cache.put(
+                    key,
+                    json.dumps(record, ensure_ascii=False, default=str),
+                    system=system.name,
+                    item=item_id,
+                )
+                calls[system.name]["model_calls"] += 1
+            append_line(results_path, {"system": system.name, "id": item_id, "references": [],
+                                       **record, "cached": cached is not None})  # fmt: skip
+            progress.step()
+    if spec.task == "pal" and helper is not None:
+        helper.close()
+    rows = read_results(results_path)
+    summary = _summary(spec, items, rows, calls, run_dir, resumed)
+    from evals.history import record_run
+    from evals.report import write_reports
+
+    summary["previous"] = record_run(out, summary, rows, spec)
+    (run_dir / "summary.json").write_text(
+        json.dumps(summary, ensure_ascii=False, indent=2, default=str)
+    )
+    write_reports(run_dir, summary, rows, [])
+    return summary
+
+
+def _summary(
+    spec: EvalSpec,
+    items: list[Any],
+    rows: list[dict[str, Any]],
+    calls: dict[str, Any],
+    run_dir: Path,
+    resumed: bool,
+) -> dict[str, Any]:
+    ids = [str(i.id if spec.task == "pal" else i["id"]) for i in items]
+    values: dict[str, dict[str, list[float]]] = {}
+    for metric in spec.metrics or []:
+        values[metric] = {}
+        for system in spec.systems:
+            by_id = {r["id"]: r for r in rows if r["system"] == system.name}
+            values[metric][system.name] = [float(by_id[i]["metrics"][metric]) for i in ids]
+    systems: dict[str, Any] = {
+        s.name: {"metrics": {}, **calls[s.name], "outputs_from": "model"} for s in spec.systems
+    }
+    pairs: dict[str, Any] = {}
+    for metric, per_system in values.items():
+        boot = bootstrap_means(per_system, ids, spec.bootstrap, spec.seed)
+        for name, info in boot["systems"].items():
+            systems[name]["metrics"][metric] = info
+        pairs[metric] = boot["pairs"]
+    return {
+        "run_id": run_dir.name,
+        "spec": spec.name,
+        "task": spec.task,
+        "fingerprint": spec.fingerprint(),
+        "dataset": str(spec.dataset),
+        "items": len(items),
+        "tokenize": None,
+        "group_by": None,
+        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
+        "finished": time.time(),
+        "resumed": resumed,
+        "systems": systems,
+        "pairs": pairs,
+    }
