@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evals.metrics import lower_is_better
+import numpy as np
+
+from evals.metrics import Scorer, lower_is_better
 from evals.spec import EvalSpec
-from evals.stats import bootstrap
+from evals.stats import bootstrap, bootstrap_means
 
 HISTORY = "history.jsonl"
 
@@ -40,7 +42,12 @@ def _outputs(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def compare_runs(
-    out: Path, previous_id: str, summary: dict[str, Any], rows: list[dict[str, Any]], spec: EvalSpec
+    out: Path,
+    previous_id: str,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    spec: EvalSpec,
+    stats: dict[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """Per system and metric: previous score, now, difference, interval, regression flag."""
     before = _outputs(out / previous_id)
@@ -54,26 +61,30 @@ def compare_runs(
         ids = [i for i in items if i in before[system]]
         if not ids:
             continue
-        refs = [items[i]["references"] for i in ids]
-        positions = [
-            [r[p] if p < len(r) else r[0] for r in refs] for p in range(max(map(len, refs)))
-        ]
         per_metric = {}
+        scorer = (
+            Scorer(spec.metrics or [], summary["tokenize"]) if spec.task == "translate" else None
+        )
+        if scorer is not None:
+            known = stats or {}
+            cur = [
+                known.get((system, i)) or scorer.item(items[i]["output"], items[i]["references"])
+                for i in ids
+            ]
+            old = [scorer.item(before[system][i]["output"], items[i]["references"]) for i in ids]
         for metric in spec.metrics or []:
-            if spec.task != "translate":
-                continue
-            boot = bootstrap(
-                metric,
-                summary["tokenize"],
-                {
-                    "current": [items[i]["output"] for i in ids],
-                    "previous": [before[system][i]["output"] for i in ids],
-                },
-                positions,
-                ids,
-                spec.bootstrap,
-                spec.seed,
-            )
+            if scorer is not None:
+                arrays = {
+                    "current": np.array([r[metric] for r in cur]),
+                    "previous": np.array([r[metric] for r in old]),
+                }
+                boot = bootstrap(scorer, metric, arrays, ids, spec.bootstrap, spec.seed)
+            else:
+                values = {
+                    "current": [items[i]["metrics"][metric] for i in ids],
+                    "previous": [before[system][i]["metrics"][metric] for i in ids],
+                }
+                boot = bootstrap_means(values, ids, spec.bootstrap, spec.seed)
             pair = boot["pairs"][0]
             worse = pair["better"] == "previous" and pair["significant"]
             per_metric[metric] = {
@@ -95,13 +106,17 @@ def compare_runs(
 
 
 def record_run(
-    out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], spec: EvalSpec
+    out: Path,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    spec: EvalSpec,
+    stats: dict[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any] | None:
     """Compare with the previous run of this spec (if any), then add this run to history."""
     earlier = [r for r in load_history(out, spec.name) if r["run_id"] != summary["run_id"]]
     comparison = None
     if earlier and (out / earlier[-1]["run_id"]).exists():
-        comparison = compare_runs(out, earlier[-1]["run_id"], summary, rows, spec)
+        comparison = compare_runs(out, earlier[-1]["run_id"], summary, rows, spec, stats)
     line = {
         "run_id": summary["run_id"],
         "spec": spec.name,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 from pipelines.errors import UsageError
@@ -45,37 +46,41 @@ def lower_is_better(name: str) -> bool:
     return name == "ter"
 
 
-def _refs_by_position(references: Sequence[Sequence[str]]) -> list[list[str]]:
-    """sacrebleu wants one list per reference position; items may have fewer references."""
-    width = max(len(r) for r in references)
-    return [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
+class Scorer:
+    """Each item's sufficient statistics are extracted once per metric (as sacrebleu's
+    significance tests do); sentence scores, corpus scores and bootstrap resamples are all
+    computed from them. Sentence scores equal `metric.sentence_score`, corpus scores equal
+    `metric.corpus_score`."""
+
+    def __init__(self, names: Sequence[str], tokenize: str) -> None:
+        self.tokenize = tokenize
+        self.metrics = {name: make(name, tokenize) for name in names}
+
+    def item(self, output: str, references: Sequence[str]) -> dict[str, np.ndarray]:
+        refs = [[r] for r in references]
+        return {
+            name: np.asarray(metric._extract_corpus_statistics([output], refs)[0], dtype=np.float64)
+            for name, metric in self.metrics.items()
+        }
+
+    def score(self, name: str, stats: np.ndarray) -> float:
+        return float(self.metrics[name]._compute_score_from_stats(list(stats)).score)
+
+    def sentence(self, stats: dict[str, np.ndarray]) -> dict[str, float]:
+        return {name: round(self.score(name, row), 4) for name, row in stats.items()}
+
+    def corpus(self, rows: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "score": round(self.score(name, np.sum([r[name] for r in rows], axis=0)), 4),
+                "signature": str(metric.get_signature()),
+            }
+            for name, metric in self.metrics.items()
+        }
 
 
 def corpus_scores(
     names: Sequence[str], outputs: Sequence[str], references: Sequence[Sequence[str]], tokenize: str
 ) -> dict[str, dict[str, Any]]:
-    result = {}
-    refs = _refs_by_position(references)
-    for name in names:
-        metric = make(name, tokenize)
-        score = metric.corpus_score(list(outputs), refs)
-        result[name] = {
-            "score": round(float(score.score), 4),
-            "signature": str(metric.get_signature()),
-        }
-    return result
-
-
-def sentence_scores(
-    names: Sequence[str],
-    output: str,
-    references: Sequence[str],
-    tokenize: str,
-    cache: dict[str, Any],
-) -> dict[str, float]:
-    out = {}
-    for name in names:
-        if name not in cache:
-            cache[name] = make(name, tokenize)
-        out[name] = round(float(cache[name].sentence_score(output, list(references)).score), 4)
-    return out
+    scorer = Scorer(names, tokenize)
+    return scorer.corpus([scorer.item(o, r) for o, r in zip(outputs, references, strict=True)])

@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from evals.cache import OutputCache, cache_key
 from evals.data import Item, load_outputs, load_translation
-from evals.metrics import corpus_scores, default_tokenizer, sentence_scores
+from evals.metrics import Scorer, default_tokenizer
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap
 from pipelines.errors import UsageError
@@ -224,7 +225,8 @@ def run_spec(
     calls: dict[str, dict[str, int]] = {
         s.name: {"model_calls": 0, "cached": 0} for s in spec.systems
     }
-    metric_cache: dict[str, Any] = {}
+    scorer = Scorer(spec.metrics or [], tokenize)
+    stats: dict[tuple[str, str], dict[str, Any]] = {}  # per-item statistics, reused below
     for system in spec.systems:
         external = load_outputs(spec.resolve(system.outputs)) if system.outputs else None
         if external is not None:
@@ -247,25 +249,24 @@ def run_spec(
                 output, cached = generate(ctx, system, items, index, progress)
             calls[system.name]["model_calls"] += progress.model_calls - before[0]
             calls[system.name]["cached"] += progress.cached - before[1]
+            stats[(system.name, item.id)] = scorer.item(output, item.references)
             row = {
                 "system": system.name,
                 "id": item.id,
                 "output": output,
                 "references": item.references,
-                "metrics": sentence_scores(
-                    spec.metrics or [], output, item.references, tokenize, metric_cache
-                ),
+                "metrics": scorer.sentence(stats[(system.name, item.id)]),
                 "cached": cached,
             }
             append_line(results_path, row)
             done[(system.name, item.id)] = row
             progress.step()
     rows = read_results(results_path)
-    summary = summarise(spec, items, rows, tokenize, calls, run_dir, resumed)
+    summary = summarise(spec, items, rows, scorer, stats, calls, run_dir, resumed)
     from evals.history import record_run
     from evals.report import write_reports
 
-    summary["previous"] = record_run(out, summary, rows, spec)
+    summary["previous"] = record_run(out, summary, rows, spec, stats)
     (run_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     write_reports(run_dir, summary, rows, items)
     return summary
@@ -275,37 +276,33 @@ def summarise(
     spec: EvalSpec,
     items: list[Item],
     rows: list[dict[str, Any]],
-    tokenize: str,
+    scorer: Scorer,
+    stats: dict[tuple[str, str], dict[str, Any]],
     calls: dict[str, dict[str, int]],
     run_dir: Path,
     resumed: bool,
 ) -> dict[str, Any]:
-    by_system: dict[str, dict[str, str]] = {}
-    for r in rows:
-        by_system.setdefault(r["system"], {})[r["id"]] = r["output"]
-    order = [i.id for i in items]
-    refs = [i.references for i in items]
-    ref_positions = [
-        [r[p] if p < len(r) else r[0] for r in refs] for p in range(max(map(len, refs)))
-    ]
-    outputs = {s.name: [by_system[s.name][i] for i in order] for s in spec.systems}
+    outputs = {(r["system"], r["id"]): r["output"] for r in rows}
+    for key, output in outputs.items():
+        if key not in stats:  # lines written before a resume
+            item = next(i for i in items if i.id == key[1])
+            stats[key] = scorer.item(output, item.references)
     group_key = spec.group_by or next(
         (k for k in ("poem", "group") if all(k in i.meta for i in items)), None
     )
     groups = [str(i.meta.get(group_key, i.id)) if group_key else i.id for i in items]
+    per_system = {s.name: [stats[(s.name, i.id)] for i in items] for s in spec.systems}
     systems: dict[str, Any] = {}
     pairs: dict[str, Any] = {}
     for system in spec.systems:
-        scores = corpus_scores(spec.metrics or [], outputs[system.name], refs, tokenize)
         systems[system.name] = {
-            "metrics": scores,
+            "metrics": scorer.corpus(per_system[system.name]),
             **calls[system.name],
             "outputs_from": str(system.outputs) if system.outputs else "model",
         }
     for metric in spec.metrics or []:
-        boot = bootstrap(
-            metric, tokenize, outputs, ref_positions, groups, spec.bootstrap, spec.seed
-        )
+        arrays = {name: np.array([r[metric] for r in rows_]) for name, rows_ in per_system.items()}
+        boot = bootstrap(scorer, metric, arrays, groups, spec.bootstrap, spec.seed)
         for name, info in boot["systems"].items():
             systems[name]["metrics"][metric]["ci"] = info["ci"]
         pairs[metric] = boot["pairs"]
@@ -316,7 +313,7 @@ def summarise(
         "fingerprint": spec.fingerprint(),
         "dataset": str(spec.dataset),
         "items": len(items),
-        "tokenize": tokenize,
+        "tokenize": scorer.tokenize,
         "group_by": group_key,
         "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
         "finished": time.time(),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.metrics import lower_is_better, make
+from evals.metrics import Scorer, lower_is_better
 
 ALPHA = 0.05
 
@@ -33,18 +33,6 @@ def resamples(groups: Sequence[str], n: int, seed: int) -> list[np.ndarray]:
         picked = rng.integers(0, len(keys), size=len(keys))
         out.append(np.concatenate([members[keys[j]] for j in picked]))
     return out
-
-
-def item_stats(
-    metric_name: str, tokenize: str, outputs: Sequence[str], refs: list[list[str]]
-) -> tuple[Any, np.ndarray]:
-    metric = make(metric_name, tokenize)
-    stats = np.array(metric._extract_corpus_statistics(list(outputs), refs), dtype=np.float64)
-    return metric, stats
-
-
-def _score(metric: Any, summed: np.ndarray) -> float:
-    return float(metric._compute_score_from_stats(list(summed)).score)
 
 
 def _pairs(
@@ -95,25 +83,28 @@ def bootstrap_means(
 
 
 def bootstrap(
-    metric_name: str,
-    tokenize: str,
-    outputs: Mapping[str, Sequence[str]],
-    refs: list[list[str]],
+    scorer: Scorer,
+    metric: str,
+    stats: Mapping[str, np.ndarray],
     groups: Sequence[str],
     n: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Per system: score and 95% interval; per pair: difference, interval, p-value."""
+    """Per system (rows of per-item statistics): score and 95% interval; per pair:
+    difference, interval, p-value, all on the same resamples."""
     samples = resamples(groups, n, seed)
     per_system: dict[str, np.ndarray] = {}
-    summary: dict[str, Any] = {"systems": {}, "pairs": [], "resamples": n, "seed": seed}
-    for system, outs in outputs.items():
-        metric, stats = item_stats(metric_name, tokenize, outs, refs)
-        scores = np.array([_score(metric, stats[idx].sum(axis=0)) for idx in samples])
-        per_system[system] = scores
-        point = _score(metric, stats.sum(axis=0))
-        lo, hi = np.percentile(scores, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-        summary["systems"][system] = {"score": round(point, 4), "ci": [round(lo, 4), round(hi, 4)]}
-    points = {name: info["score"] for name, info in summary["systems"].items()}
-    summary["pairs"] = _pairs(per_system, points, lower_is_better(metric_name))
+    points: dict[str, float] = {}
+    summary: dict[str, Any] = {"systems": {}, "resamples": n, "seed": seed}
+    for system, rows in stats.items():
+        per_system[system] = np.array(
+            [scorer.score(metric, rows[idx].sum(axis=0)) for idx in samples]
+        )
+        points[system] = scorer.score(metric, rows.sum(axis=0))
+        lo, hi = np.percentile(per_system[system], [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+        summary["systems"][system] = {
+            "score": round(points[system], 4),
+            "ci": [round(lo, 4), round(hi, 4)],
+        }
+    summary["pairs"] = _pairs(per_system, points, lower_is_better(metric))
     return summary
