@@ -62,7 +62,7 @@ class EvalSpec(BaseModel):
     metrics: list[str] | None = None
     tokenize: str | None = None  # BLEU tokenizer; default: char for Korean targets, else 13a
     group_by: str | None = None  # a `meta` key to resample by (default: meta.poem / meta.group)
-    bootstrap: int = Field(1000, ge=100, le=100_000)
+    bootstrap: int = Field(default=1000, ge=1000, le=100_000)  # paired bootstrap resamples
     seed: int = 0
     index: Path | None = None  # RAG task: the index folder to ask
     corpus: Path | None = None  # RAG task: documents to ingest into <out>/<name>-index
