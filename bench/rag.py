@@ -16,13 +16,13 @@ import json
 import os
 import random
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from bench._common import percentiles
 from pipelines.rag import Index, IndexRetriever
 
 CHUNK_SIZE, OVERLAP = 400, 60
@@ -86,15 +86,6 @@ def make_corpus(folder: Path, chunks: int, rng: random.Random, words: list[str])
     return total
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered), 3),
-        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
-        "queries": len(ordered),
-    }
-
-
 def queries(rng: random.Random, n: int, words: list[str]) -> list[str]:
     """Queries of the corpus's own words (its 5,000 most frequent), one in ten Korean."""
     words = words[:5000]
@@ -133,7 +124,7 @@ def run_size(chunks: int, work: Path) -> dict[str, Any]:
 
     baseline = _baseline(index, qs[: 60 if chunks >= 100_000 else 200])
     disk = sum(f.stat().st_size for f in index.path.rglob("*") if f.is_file())
-    ours_p = percentiles(ours)
+    ours_p = percentiles(ours, count="queries")
     return {
         "chunks": n_chunks,
         "corpus_mb": round(size_bytes / 1e6, 2),
@@ -163,7 +154,7 @@ def _baseline(index: Index, qs: list[str]) -> dict[str, Any]:
         t = time.perf_counter()
         retriever.invoke(q)
         samples.append((time.perf_counter() - t) * 1000)
-    return {**percentiles(samples), "build_s": round(build_s, 2)}
+    return {**percentiles(samples, count="queries"), "build_s": round(build_s, 2)}
 
 
 def main(out_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import threading
@@ -24,19 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench._common import percentiles
 from pipelines.sandbox import Limits, Sandbox
 
 CODE = "def solution():\n    return 6 * 7\n"
 RUNS = 200
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered), 3),
-        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
-        "runs": len(ordered),
-    }
 
 
 def timed(fn: Callable[[], Any], runs: int, before: Callable[[], Any] | None = None) -> list[float]:

@@ -56,7 +56,7 @@ class RunContext:
     backends: dict[str, Any] = field(default_factory=dict)
 
 
-def _backend_for(ctx: RunContext, system: SystemSpec) -> Any:
+def backend_for(ctx: RunContext, system: SystemSpec) -> Any:
     overrides: dict[str, Any] = {k: v for k, v in system.params.items() if v is not None}
     if system.backend:
         overrides["backend"] = system.backend
@@ -111,7 +111,7 @@ def generate(
     ctx: RunContext, system: SystemSpec, items: list[Item], index: int, progress: Progress
 ) -> tuple[str, bool]:
     """(output, came from the cache)."""
-    backend, settings = _backend_for(ctx, system)
+    backend, settings = backend_for(ctx, system)
     prompt = render(system, items, index)
     params = {
         k: getattr(settings, k) for k in ("temperature", "seed", "max_tokens", "num_ctx", "stop")

@@ -24,8 +24,8 @@ from evals.data import read_jsonl
 from evals.runner import (
     Progress,
     RunContext,
-    _backend_for,
     append_line,
+    backend_for,
     find_unfinished,
     new_run_dir,
     read_results,
@@ -39,7 +39,7 @@ from pipelines.settings import Settings
 def _answer_pal(ctx: RunContext, system: SystemSpec, item: Any, sandbox: Any) -> dict[str, Any]:
     from pipelines.pal import PAL, Baseline, same_answer
 
-    backend, _ = _backend_for(ctx, system)
+    backend, _ = backend_for(ctx, system)
     task = item.task or "math"
     if system.method == "pal":
         runner: Any = PAL(model=backend.chat, sandbox=sandbox, task=task)
@@ -59,7 +59,7 @@ def _answer_rag(
 ) -> dict[str, Any]:
     from pipelines.rag import RAG
 
-    backend, _ = _backend_for(ctx, system)
+    backend, _ = backend_for(ctx, system)
     answer = RAG(model=backend.chat, index=index, k=system.k).invoke(item["question"])
     gold = set(item.get("gold_sources") or [])
     got = {Path(r.source).name for r in answer.retrieved}
@@ -147,7 +147,7 @@ def run_task(
             if (system.name, item_id) in done:
                 progress.step()
                 continue
-            backend, sys_settings = _backend_for(ctx, system)
+            backend, sys_settings = backend_for(ctx, system)
             params = {
                 k: getattr(sys_settings, k)
                 for k in ("temperature", "seed", "max_tokens", "num_ctx")
