@@ -1,6 +1,11 @@
-import json
+"""Writes hyangga.jsonl beside this file. The hyangchal texts were copied from the public pages
+listed in ../shared/data/hyangga-sources.md (each item keeps its URL); the modern renderings
+were written for this project. Run: python evals/datasets/make_hyangga.py"""
 
-SRC = "../shared/data/hyangga-sources.md"
+import json
+from pathlib import Path
+
+OUT = Path(__file__).with_name("hyangga.jsonl")
 # Variant characters folded to one form each (copies differ; see the dataset README).
 NORMALISE = {"肸": "肹", "盻": "肹", "兮": "肹", "慙": "慚", "兒": "皃", "貌": "皃", "陁": "陀"}
 
@@ -115,7 +120,7 @@ items = [
         None,
     ),
 ]
-with open("evals/datasets/hyangga.jsonl", "w", encoding="utf-8") as f:
+with OUT.open("w", encoding="utf-8") as f:
     for key, title, hanja, where, url, source, modern, ogura in items:
         text, changed = norm(source)
         meta = {
