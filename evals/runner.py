@@ -181,6 +181,43 @@ def append_line(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def open_run(out: Path, spec: EvalSpec) -> tuple[Path, bool]:
+    """The unfinished run of this spec to resume, else a new one: (folder, resumed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = find_unfinished(out, spec)
+    if run_dir is not None:
+        return run_dir, True
+    run_dir = new_run_dir(out, spec)
+    meta = {
+        "spec": spec.model_dump(mode="json"),
+        "fingerprint": spec.fingerprint(),
+        "started": time.time(),
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
+    return run_dir, False
+
+
+def finish_run(
+    out: Path,
+    run_dir: Path,
+    spec: EvalSpec,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    items: list[Item],
+    stats: dict[tuple[str, str], Any] | None = None,
+) -> dict[str, Any]:
+    """Compare with the previous run, record history, write summary and reports."""
+    from evals.history import record_run
+    from evals.report import write_reports
+
+    summary["previous"] = record_run(out, summary, rows, spec, stats)
+    (run_dir / "summary.json").write_text(
+        json.dumps(summary, ensure_ascii=False, indent=2, default=str)
+    )
+    write_reports(run_dir, summary, rows, items)
+    return summary
+
+
 # -- a whole run ------------------------------------------------------------------------------
 
 
@@ -199,22 +236,7 @@ def run_spec(
             spec, out, settings=settings, backend_factory=backend_factory, on_step=on_step
         )
     items = load_translation(spec.resolve(spec.dataset))
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir = find_unfinished(out, spec)
-    resumed = run_dir is not None
-    if run_dir is None:
-        run_dir = new_run_dir(out, spec)
-        (run_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "spec": spec.model_dump(mode="json"),
-                    "fingerprint": spec.fingerprint(),
-                    "started": time.time(),
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+    run_dir, resumed = open_run(out, spec)
     results_path = run_dir / "results.jsonl"
     done = {(r["system"], r["id"]): r for r in read_results(results_path)}
     tokenize = spec.tokenize or default_tokenizer([i.references for i in items])
@@ -263,13 +285,7 @@ def run_spec(
             progress.step()
     rows = read_results(results_path)
     summary = summarise(spec, items, rows, scorer, stats, calls, run_dir, resumed)
-    from evals.history import record_run
-    from evals.report import write_reports
-
-    summary["previous"] = record_run(out, summary, rows, spec, stats)
-    (run_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
-    write_reports(run_dir, summary, rows, items)
-    return summary
+    return finish_run(out, run_dir, spec, summary, rows, items, stats)
 
 
 def summarise(

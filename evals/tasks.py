@@ -26,8 +26,8 @@ from evals.runner import (
     RunContext,
     append_line,
     backend_for,
-    find_unfinished,
-    new_run_dir,
+    finish_run,
+    open_run,
     read_results,
 )
 from evals.spec import EvalSpec, SystemSpec
@@ -117,20 +117,7 @@ def run_task(
     on_step: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     items = _items(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir = find_unfinished(out, spec)
-    resumed = run_dir is not None
-    if run_dir is None:
-        run_dir = new_run_dir(out, spec)
-        (run_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "spec": spec.model_dump(mode="json"),
-                    "fingerprint": spec.fingerprint(),
-                    "started": time.time(),
-                }
-            )
-        )
+    run_dir, resumed = open_run(out, spec)
     results_path = run_dir / "results.jsonl"
     done = {(r["system"], r["id"]) for r in read_results(results_path)}
     ctx = RunContext(
@@ -195,15 +182,7 @@ def run_task(
         helper.close()
     rows = read_results(results_path)
     summary = _summary(spec, items, rows, calls, run_dir, resumed)
-    from evals.history import record_run
-    from evals.report import write_reports
-
-    summary["previous"] = record_run(out, summary, rows, spec)
-    (run_dir / "summary.json").write_text(
-        json.dumps(summary, ensure_ascii=False, indent=2, default=str)
-    )
-    write_reports(run_dir, summary, rows, [])
-    return summary
+    return finish_run(out, run_dir, spec, summary, rows, [])
 
 
 def _summary(
