@@ -7,13 +7,13 @@ references by id, for texts a user may use but the project may not carry.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from pipelines.errors import UsageError
+from pipelines.jsonl import read_jsonl
 
 
 class Item(BaseModel):
@@ -21,29 +21,6 @@ class Item(BaseModel):
     source: str
     references: list[str] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-def read_jsonl(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"no such {what}: {path}", hint="check the path in the spec") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"{path}:{number}: not JSON ({exc.msg})", hint="one object per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise UsageError(f"{path}:{number}: expected a JSON object", hint="one object per line")
-        rows.append((number, row))
-    return rows
 
 
 def _field(

@@ -6,13 +6,13 @@ GSM8K answers end with "#### 72": the part after "####" is the answer. Lines may
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from pipelines.errors import UsageError
+from pipelines.jsonl import read_jsonl
 
 BUNDLED = Path(__file__).resolve().parents[2] / "evals" / "datasets" / "pal" / "problems.jsonl"
 
@@ -28,23 +28,9 @@ class DatasetItem(BaseModel):
 def load_dataset(path: str | Path) -> list[DatasetItem]:
     """Every line checked; a bad one is a UsageError naming the file, line and problem."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"no such dataset: {path}", hint="pass a JSONL file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
     items: list[DatasetItem] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"{path}:{number}: not JSON ({exc.msg})", hint="one JSON object per line"
-            ) from None
-        if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+    for number, row in read_jsonl(path, "dataset"):
+        if "question" not in row or "answer" not in row:
             raise UsageError(
                 f'{path}:{number}: needs "question" and "answer"',
                 hint='e.g. {"id": "1", "question": "2 + 2?", "answer": 4}',

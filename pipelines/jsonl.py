@@ -1,0 +1,33 @@
+"""JSON Lines files read the same way everywhere: UTF-8, one object per line, blank lines
+skipped, and every problem a `UsageError` naming the file and the line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UsageError
+
+
+def read_jsonl(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"no such {what}: {path}", hint="check the path") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"{path}:{number}: not JSON ({exc.msg})", hint="one object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}:{number}: expected a JSON object", hint="one object per line")
+        rows.append((number, row))
+    return rows
