@@ -105,3 +105,8 @@ def load_model(settings: Settings) -> Any:
     with spinner(f"Loading {backend.model}..."):
         backend.warm()
     return backend
+
+
+def text_arg(value: str) -> str:
+    """A text argument, where '-' means: read it from standard input."""
+    return sys.stdin.read() if value == "-" else value

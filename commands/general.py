@@ -152,8 +152,7 @@ def chat(
     """Send one prompt and stream the answer."""
     from prompts import load_prompt, show
 
-    if prompt == "-":
-        prompt = sys.stdin.read()
+    prompt = common.text_arg(prompt)
     if not prompt.strip():
         raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
     backend = common.load_model(settings)

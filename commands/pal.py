@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -89,8 +88,7 @@ def pal_ask(
     from pipelines.pal import PAL, PALEvent, PALResult
     from prompts import show
 
-    if question == "-":
-        question = sys.stdin.read()
+    question = common.text_arg(question)
     if not question.strip():
         raise UsageError("the question is empty", hint='e.g. llamapipe pal ask "What is 6 * 7?"')
     backend, sandbox = _pal_parts(settings, form)

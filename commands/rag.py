@@ -104,8 +104,7 @@ def ask(
     from pipelines.rag import RAG, RAGAnswer
     from prompts import show
 
-    if question == "-":
-        question = sys.stdin.read()
+    question = common.text_arg(question)
     idx = open_index(settings, index, dense=True)
     if not idx.sources():
         raise UsageError(
