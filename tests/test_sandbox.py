@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +283,19 @@ def test_cli_no_walls_exits_3(
     program.write_text("def solution():\n    return 1\n")
     r = run_cli(capsys, "sandbox", "run", str(program))
     assert r.code == 3 and "needs Linux" in r.stderr
+
+
+@walls
+def test_a_sandbox_started_in_a_thread_that_ended_still_runs() -> None:
+    import threading
+
+    sandbox = Sandbox(workers=0)
+    starter = threading.Thread(target=sandbox.start)
+    starter.start()
+    starter.join()  # the warm worker it made dies with it (PR_SET_PDEATHSIG)...
+    time.sleep(0.3)  # ...once the kernel has delivered the signal
+    try:
+        result = sandbox.run("def solution():\n    return 5")
+    finally:
+        sandbox.close()
+    assert result.ok and result.result == 5

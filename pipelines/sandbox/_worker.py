@@ -70,8 +70,10 @@ def main() -> None:
 
 def build_walls(_walls: Any, cfg: dict) -> None:
     _walls.drop_root()
-    _walls.die_with_parent(signal.SIGKILL)
     _walls.enter_namespaces()
+    # After the credential changes above, which would clear it: die with the host thread
+    # that started this worker, so no worker outlives its host.
+    _walls.die_with_parent(signal.SIGKILL)
     child = os.fork()
     if child:
         supervise(child)

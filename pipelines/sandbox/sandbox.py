@@ -394,16 +394,21 @@ class Sandbox:
     # -- the pool --------------------------------------------------------------------------
 
     def _take(self) -> _Worker:
-        try:
-            worker = self._ready.get_nowait()
+        self._wanted.set()
+        while True:
+            try:
+                worker = self._ready.get_nowait()
+            except queue.Empty:
+                break
             with self._lock:
                 self._idle -= 1
-        except queue.Empty:
-            worker = _Worker(
-                self.limits, self.isolation, self.python_layers
-            )  # cold: every warm one is busy
-            worker.wait_ready()
-        self._wanted.set()
+            # A worker dies with the thread that started it (PR_SET_PDEATHSIG): one started
+            # by a thread that has since ended is gone; take the next.
+            if worker.proc.poll() is None:
+                return worker
+            _reaper.dispose(worker)
+        worker = _Worker(self.limits, self.isolation, self.python_layers)  # cold: none warm
+        worker.wait_ready()
         return worker
 
     def _fill(self) -> None:
