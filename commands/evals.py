@@ -224,14 +224,28 @@ def schedule(
     cron: Annotated[str, typer.Option("--cron", help='When, in cron syntax, e.g. "0 3 * * *".')],
     out_dir: OutFlag = None,
     install: Annotated[
-        bool, typer.Option("--install", help="Add the line to your crontab.")
+        bool, typer.Option("--install", help="Add the line to your crontab (or the timer).")
+    ] = False,
+    systemd: Annotated[
+        bool, typer.Option("--systemd", help="A systemd user timer instead of a crontab line.")
     ] = False,
 ) -> None:
-    """Print (or --install) a crontab line that runs SPEC on a schedule."""
-    from evals.schedule import cron_line, install_cron
+    """Print (or --install) a crontab line, or a systemd user timer, that runs SPEC."""
+    import platformdirs
+
+    from evals.schedule import cron_line, install_cron, install_systemd, systemd_units
     from evals.spec import load_spec
 
     load_spec(spec_path)  # a bad spec fails now, not at 3 a.m.
+    if systemd:
+        units = systemd_units(cron, spec_path, _out(out_dir))
+        if install:
+            where = Path(platformdirs.user_config_dir("systemd")) / "user"
+            for done in install_systemd(units, where):
+                err.print(done, highlight=False)
+        for file, text in units.items():
+            out.print(f"# {file}\n{text}", markup=False, highlight=False)
+        return
     line = cron_line(cron, spec_path, _out(out_dir))
     if install:
         install_cron(line, spec_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -83,3 +84,98 @@ def install_cron(line: str, spec: Path) -> str:
     if done.returncode != 0:
         raise UsageError(f"crontab refused the line: {done.stderr.strip()}")
     return line
+
+
+# -- systemd user timers ------------------------------------------------------------------------
+
+_DOW = {
+    "0": "Sun",
+    "1": "Mon",
+    "2": "Tue",
+    "3": "Wed",
+    "4": "Thu",
+    "5": "Fri",
+    "6": "Sat",
+    "7": "Sun",
+}
+
+
+def on_calendar(expr: str) -> str:
+    """A cron schedule as systemd `OnCalendar=` (minute, hour, day, month, weekday fields:
+    numbers, lists, ranges and `*`; steps like `*/15` in minutes and hours)."""
+    minute, hour, day, month, weekday = check_cron(expr).split()
+
+    def field(value: str, name: str) -> str:
+        if value == "*":
+            return "*"
+        if value.startswith("*/") and name in ("minute", "hour"):
+            return f"00/{int(value[2:]):02d}"
+        if "/" in value:
+            raise UsageError(f"cannot express the {name} field {value!r} as a systemd timer",
+                             hint="use the crontab line instead")  # fmt: skip
+        # numbers zero-padded, ranges in systemd's a..b form: "0,30" -> "00,30"
+        return re.sub(r"\d+", lambda m: f"{int(m.group()):02d}", value).replace("-", "..")
+
+    days = ""
+    if weekday != "*":
+        parts = []
+        for part in weekday.split(","):
+            lo, _, hi = part.partition("-")
+            if lo not in _DOW or (hi and hi not in _DOW):
+                raise UsageError(f"weekday {part!r} must be 0-7", hint="e.g. 1-5 for weekdays")
+            parts.append(f"{_DOW[lo]}..{_DOW[hi]}" if hi else _DOW[lo])
+        days = ",".join(parts) + " "
+    date = f"*-{field(month, 'month')}-{field(day, 'day')}"
+    return f"{days}{date} {field(hour, 'hour')}:{field(minute, 'minute')}:00"
+
+
+def unit_name(spec: Path) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in spec.stem)
+    return f"llamapipe-eval-{safe}"
+
+
+def systemd_units(expr: str, spec: Path, out: Path) -> dict[str, str]:
+    """{file name: contents} for a user service and the timer that starts it."""
+    name = unit_name(spec)
+    service = (
+        "[Unit]\n"
+        f"Description=llamapipe eval {spec.name}\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={command(spec, out)}\n"
+    )
+    timer = (
+        "[Unit]\n"
+        f"Description=Run llamapipe eval {spec.name} on a schedule\n\n"
+        "[Timer]\n"
+        f"OnCalendar={on_calendar(expr)}\n"
+        "Persistent=true\n\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return {f"{name}.service": service, f"{name}.timer": timer}
+
+
+def install_systemd(units: dict[str, str], where: Path) -> list[str]:
+    """Write the units into the user's systemd folder and enable the timer when systemctl
+    is there; returns what was done, line by line."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = []
+    for file, text in units.items():
+        (where / file).write_text(text, encoding="utf-8")
+        done.append(f"wrote {where / file}")
+    timer = next(f for f in units if f.endswith(".timer"))
+    if shutil.which("systemctl") is None:
+        done.append(
+            f"no systemctl here: run `systemctl --user enable --now {timer}` where there is one"
+        )
+        return done
+    for args in (["daemon-reload"], ["enable", "--now", timer]):
+        result = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UsageError(
+                f"systemctl --user {' '.join(args)} failed: {result.stderr.strip()}",
+                hint="is a systemd user session running? (loginctl enable-linger)",
+            )
+        done.append(f"systemctl --user {' '.join(args)}")
+    return done

@@ -482,3 +482,44 @@ def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None
     )
     rows = read_results(tmp_path / "runs" / summary["run_id"] / "results.jsonl")
     assert len(rows) == 8 and all("citation_validity" in r["metrics"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("cron", "calendar"),
+    [
+        ("0 3 * * *", "*-*-* 03:00:00"),
+        ("*/15 * * * *", "*-*-* *:00/15:00"),
+        ("30 8 * * 1-5", "Mon..Fri *-*-* 08:30:00"),
+        ("0 0 1 * *", "*-*-01 00:00:00"),
+    ],
+)
+def test_cron_schedules_become_systemd_calendars(cron: str, calendar: str) -> None:
+    from evals.schedule import on_calendar
+
+    assert on_calendar(cron) == calendar
+    analyze = shutil.which("systemd-analyze")
+    if analyze:  # where systemd is there, it must accept the expression too
+        done = subprocess.run([analyze, "calendar", calendar], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_schedule_systemd_prints_and_installs_a_user_timer(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    dataset: Path,
+    isolated_user_state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = spec_file(
+        tmp_path,
+        f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
+    )
+    r = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--systemd")
+    assert r.code == 0 and "OnCalendar=*-*-* 03:00:00" in r.stdout and "--scheduled" in r.stdout
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no systemctl: write the units only
+    r = run_cli(
+        capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--systemd", "--install"
+    )
+    units = sorted(p.name for p in (isolated_user_state / ".config" / "systemd" / "user").iterdir())
+    assert r.code == 0 and units == ["llamapipe-eval-spec.service", "llamapipe-eval-spec.timer"]
+    assert "systemctl --user enable --now" in r.stderr
