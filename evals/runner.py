@@ -26,7 +26,7 @@ from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap
-from pipelines.errors import UsageError
+from pipelines.errors import UsageError, first_problem
 from pipelines.settings import Settings
 from prompts import load_prompt, show
 
@@ -73,10 +73,9 @@ def _with(settings: Settings, overrides: dict[str, Any], system: str) -> Setting
     try:
         return Settings.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where, message, _ = first_problem(exc)
         raise UsageError(
-            f"system {system}: params.{where}: {first['msg']}",
+            f"system {system}: params.{where}: {message}",
             hint="params take settings fields: temperature, seed, max_tokens, num_ctx, stop",
         ) from None
 
@@ -288,6 +287,35 @@ def run_spec(
     return finish_run(out, run_dir, spec, summary, rows, items, stats)
 
 
+def summary_document(
+    spec: EvalSpec,
+    run_dir: Path,
+    items: int,
+    systems: dict[str, Any],
+    pairs: dict[str, Any],
+    resumed: bool,
+    *,
+    tokenize: str | None = None,
+    group_by: str | None = None,
+) -> dict[str, Any]:
+    """`summary.json`, for every task."""
+    return {
+        "run_id": run_dir.name,
+        "spec": spec.name,
+        "task": spec.task,
+        "fingerprint": spec.fingerprint(),
+        "dataset": str(spec.dataset),
+        "items": items,
+        "tokenize": tokenize,
+        "group_by": group_by,
+        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
+        "finished": time.time(),
+        "resumed": resumed,
+        "systems": systems,
+        "pairs": pairs,
+    }
+
+
 def summarise(
     spec: EvalSpec,
     items: list[Item],
@@ -322,18 +350,13 @@ def summarise(
         for name, info in boot["systems"].items():
             systems[name]["metrics"][metric]["ci"] = info["ci"]
         pairs[metric] = boot["pairs"]
-    return {
-        "run_id": run_dir.name,
-        "spec": spec.name,
-        "task": spec.task,
-        "fingerprint": spec.fingerprint(),
-        "dataset": str(spec.dataset),
-        "items": len(items),
-        "tokenize": scorer.tokenize,
-        "group_by": group_key,
-        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
-        "finished": time.time(),
-        "resumed": resumed,
-        "systems": systems,
-        "pairs": pairs,
-    }
+    return summary_document(
+        spec,
+        run_dir,
+        len(items),
+        systems,
+        pairs,
+        resumed,
+        tokenize=scorer.tokenize,
+        group_by=group_key,
+    )

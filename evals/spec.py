@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipelines.errors import UsageError
+from pipelines.errors import UsageError, first_problem
 
 METRICS = {
     "translate": ("chrf", "chrf++", "bleu", "ter"),
@@ -110,10 +110,9 @@ def load_spec(path: str | Path) -> EvalSpec:
     try:
         spec = EvalSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        where, message, _ = first_problem(exc)
         raise UsageError(
-            f"{path}: {where}: {first['msg']}",
+            f"{path}: {where or '(top level)'}: {message}",
             hint="see the README's Evals section for the spec format",
         ) from None
     spec.path = path

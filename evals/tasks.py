@@ -14,7 +14,6 @@ input, so an unchanged spec runs again with zero model calls.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from evals.runner import (
     finish_run,
     open_run,
     read_results,
+    summary_document,
 )
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap_means
@@ -209,18 +209,4 @@ def _summary(
         for name, info in boot["systems"].items():
             systems[name]["metrics"][metric] = info
         pairs[metric] = boot["pairs"]
-    return {
-        "run_id": run_dir.name,
-        "spec": spec.name,
-        "task": spec.task,
-        "fingerprint": spec.fingerprint(),
-        "dataset": str(spec.dataset),
-        "items": len(items),
-        "tokenize": None,
-        "group_by": None,
-        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed},
-        "finished": time.time(),
-        "resumed": resumed,
-        "systems": systems,
-        "pairs": pairs,
-    }
+    return summary_document(spec, run_dir, len(items), systems, pairs, resumed)

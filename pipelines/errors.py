@@ -82,3 +82,10 @@ class ModelTimeoutError(BackendError):
 
 class GGUFError(BackendError):
     """The embedded model file is missing or is not a GGUF model."""
+
+
+def first_problem(exc: Exception) -> tuple[str, str, object]:
+    """(field path, message, input) of a pydantic ValidationError's first error, so every
+    caller can say which value is wrong in one line."""
+    first = exc.errors()[0]  # type: ignore[attr-defined]
+    return ".".join(str(p) for p in first["loc"]), str(first["msg"]), first.get("input")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model, with_sampling
 from pipelines.errors import UsageError
+from pipelines.inputs import question_text
 from pipelines.pal.answers import answer_key, display
 from pipelines.pal.extract import NoProgramError, extract_program
 from prompts import FilePrompt, list_prompts, load_prompt
@@ -342,16 +343,7 @@ def _feedback(execution: Any) -> str:
 
 
 def _question(value: Any) -> str:
-    if isinstance(value, PALInput):
-        return value.question
-    if isinstance(value, dict) and "question" in value:
-        return str(value["question"])
-    if isinstance(value, str):
-        return value
-    raise UsageError(
-        f"PAL takes a question string or {{'question': ...}}, not {type(value).__name__}",
-        hint='call pal.invoke("How many ...?")',
-    )
+    return question_text(value, "PAL", 'pal.invoke("How many ...?")')
 
 
 def bundled_tasks() -> list[str]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model
 from pipelines.errors import UsageError
+from pipelines.inputs import question_text
 from pipelines.rag.citations import Citation, Passage, check
 from pipelines.rag.index import Hit, Index
 from pipelines.rag.retriever import IndexRetriever
@@ -170,11 +171,4 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
 
 
 def _question(value: Any) -> str:
-    if isinstance(value, dict) and "question" in value:
-        return str(value["question"])
-    if isinstance(value, str):
-        return value
-    raise UsageError(
-        f"RAG takes a question string or {{'question': ...}}, not {type(value).__name__}",
-        hint='call rag.invoke("What does the report say about ...?")',
-    )
+    return question_text(value, "RAG", 'rag.invoke("What does the report say about ...?")')

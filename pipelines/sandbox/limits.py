@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.errors import UsageError
+from pipelines.errors import UsageError, first_problem
 
 if TYPE_CHECKING:
     from pipelines.settings import Settings
@@ -61,9 +61,8 @@ class Limits(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field, message, given = first_problem(exc)
             raise UsageError(
-                f"sandbox limit {field}: {first['msg']} (got {first.get('input')!r})",
+                f"sandbox limit {field}: {message} (got {given!r})",
                 hint="e.g. --timeout 5 --memory 256",
             ) from None
