@@ -114,7 +114,7 @@ def ask(
     announce(backend)
     rag = RAG(model=backend.chat, index=idx, k=k, backend=backend.name)
     if verbose:
-        _, _, prompt = rag.prepare(question)
+        prompt = rag.prepare(question).prompt
         err.print(
             show(prompt) if prompt else "(nothing relevant retrieved: no prompt)", markup=False
         )
@@ -143,6 +143,14 @@ def ask(
             else " (does not clearly support it)"
         )
         out.print(f"[b][{c.n}][/b] {where}{note}\n    “{c.quote}”", highlight=False)
+    if answer.passages_dropped or answer.passages_trimmed:
+        err.print(
+            f"[yellow]the context window ({settings.num_ctx} tokens) was full: "
+            f"{answer.passages_dropped} retrieved passage(s) left out, "
+            f"{answer.passages_trimmed} cut at a sentence end[/yellow] "
+            "(--num-ctx gives the model more room, --k fewer passages)",
+            highlight=False,
+        )
     if answer.dropped_markers:
         err.print(
             f"[yellow]dropped {answer.dropped_markers} citation marker(s) "

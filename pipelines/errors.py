@@ -48,6 +48,33 @@ class ConfigError(UsageError):
     """A settings value or the config file is invalid."""
 
 
+class ContextOverflowError(UsageError):
+    """A prompt does not fit in the model's context window, even after packing."""
+
+    DEFAULT_HINT = (
+        "shorten it, or raise the window with --num-ctx (LLAMAPIPE_NUM_CTX) if the model "
+        "allows more"
+    )
+
+    def __init__(self, message: str, hint: str | None = None, *, tokens: int = 0,
+                 window: int = 0) -> None:  # fmt: skip
+        super().__init__(message, hint or self.DEFAULT_HINT)
+        self.tokens = tokens
+        self.window = window
+
+    @classmethod
+    def counted(
+        cls, what: str, tokens: int, limit: int, window: int, hint: str | None = None
+    ) -> ContextOverflowError:
+        return cls(
+            f"{what} is {tokens} tokens, but {limit} of the model's {window}-token context "
+            "window can hold the prompt",
+            hint,
+            tokens=tokens,
+            window=window,
+        )
+
+
 class UnsupportedSystemError(LlamapipeError):
     """This machine lacks something llamapipe needs for the request."""
 
@@ -82,6 +109,16 @@ class ModelTimeoutError(BackendError):
 
 class GGUFError(BackendError):
     """The embedded model file is missing or is not a GGUF model."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """The server read fewer prompt tokens than were sent: it cut the prompt (Ollama does
+    this silently when a prompt is longer than `num_ctx`), so the answer rests on part of it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 def first_problem(exc: Exception) -> tuple[str, str, object]:

@@ -45,6 +45,8 @@ class ScriptedChat(BaseChatModel):
     temperature: float = 0.0
     seed: int | None = 0
     model_name: str = "scripted-chat"
+    num_ctx: int | None = None  # a declared window, as a model the budget does not know
+    max_tokens: int | None = None
 
     def __init__(self, script: Script, **kw: Any) -> None:
         super().__init__(recorder=_Recorder(script), **kw)
@@ -77,6 +79,8 @@ class ScriptedLLM(LLM):
     temperature: float = 0.0
     seed: int | None = 0
     model_name: str = "scripted-llm"
+    num_ctx: int | None = None
+    max_tokens: int | None = None
 
     def __init__(self, script: Script, **kw: Any) -> None:
         super().__init__(recorder=_Recorder(script), **kw)

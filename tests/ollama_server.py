@@ -6,6 +6,12 @@ POST /api/chat and /api/generate (NDJSON streams, or one JSON object with
 "stream": false), POST /api/embed. Unknown models get Ollama's 404
 `{"error": "model \\"x\\" not found, try pulling it first"}`.
 
+Prompts are measured as Ollama measures them: the chat template applied, tokenized by
+the model, `prompt_eval_count` the tokens read. A prompt longer than `num_ctx` is cut as
+Ollama's runner cuts it (the first `KEEP` tokens, then the last ones up to half the
+window; 200 OK, the only trace a low `prompt_eval_count`), or, with
+`overflow="refuse"`, refused with a 400 as newer servers do for some models.
+
 Faults can be injected for the next requests (see `Fault`): an error status, a
 slow first byte, or a stream cut off mid-way. A refused connection is simply a
 port nobody listens on (`refused_url()`).
@@ -27,6 +33,7 @@ from pipelines.backends.embedded import EmbeddedEmbeddings, load_runtime
 from pipelines.backends.gguf import read_gguf_info
 
 VERSION = "0.6.0-llamapipe-test"
+KEEP = 4  # tokens Ollama keeps from the front when it cuts a prompt
 
 
 @dataclass
@@ -61,9 +68,12 @@ def _now() -> str:
 class OllamaProtocolServer:
     """`with OllamaProtocolServer({"smollm2:135m": path}) as server: server.url`"""
 
-    def __init__(self, models: dict[str, Path], n_ctx: int = 4096) -> None:
+    def __init__(
+        self, models: dict[str, Path], n_ctx: int = 4096, overflow: str = "truncate"
+    ) -> None:
         self.models = models
-        self.n_ctx = n_ctx
+        self.n_ctx = n_ctx  # the window when a request names no num_ctx
+        self.overflow = overflow  # "truncate" (Ollama's default) or "refuse"
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -153,8 +163,8 @@ class OllamaProtocolServer:
             "modified_at": _now(),
         }
 
-    def runtime(self, name: str) -> Any:
-        return load_runtime(self.models[name], self.n_ctx)
+    def runtime(self, name: str, n_ctx: int | None = None) -> Any:
+        return load_runtime(self.models[name], n_ctx or self.n_ctx)
 
 
 def _llama_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -319,8 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         """Generate with llama.cpp; answer in /api/chat or /api/generate shape."""
         chat = self.path == "/api/chat"
-        params = _llama_options(body.get("options"))
-        runtime = self.backend.runtime(name)
+        options = body.get("options") or {}
+        params = _llama_options(options)
+        window = int(options.get("num_ctx") or self.backend.n_ctx)
+        runtime = self.backend.runtime(name, window)
+        with runtime.lock:
+            if messages is not None:
+                templated = runtime.chat_prompt(messages)
+                tokens, stop = templated.tokens, templated.stop
+            else:
+                tokens, stop = runtime.text_tokens(prompt or ""), []
+        if len(tokens) > window:
+            if self.backend.overflow == "refuse":
+                self._error(400, "the input length exceeds the context length")
+                return
+            tokens = tokens[:KEEP] + tokens[-(window // 2 + 2 - KEEP) :]
+        params["stop"] = [*(params["stop"] or []), *stop] or None
+        params["max_tokens"] = min(params["max_tokens"], window - len(tokens))
         started = time.perf_counter_ns()
 
         def piece(text: str) -> dict[str, Any]:
@@ -333,23 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
             count, reason = 0, "stop"
             with runtime.lock:
                 runtime.fresh()
-                if messages is not None:
-                    stream = runtime.llama.create_chat_completion(
-                        messages=messages, stream=True, **params
-                    )
-                    deltas = (
-                        (
-                            p["choices"][0]["delta"].get("content") or "",
-                            p["choices"][0]["finish_reason"],
-                        )
-                        for p in stream
-                    )
-                else:
-                    stream = runtime.llama.create_completion(prompt=prompt, stream=True, **params)
-                    deltas = (
-                        (p["choices"][0]["text"], p["choices"][0]["finish_reason"]) for p in stream
-                    )
-                for text, finish in deltas:
+                stream = runtime.llama.create_completion(prompt=tokens, stream=True, **params)
+                for part in stream:
+                    text, finish = part["choices"][0]["text"], part["choices"][0]["finish_reason"]
                     if finish:
                         reason = finish
                     if text:
@@ -362,9 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
                 done_reason="length" if reason == "length" else "stop",
                 total_duration=elapsed,
                 load_duration=0,
-                prompt_eval_count=len(
-                    runtime.llama.tokenize(json.dumps(messages or prompt).encode())
-                ),
+                prompt_eval_count=len(tokens),
                 prompt_eval_duration=0,
                 eval_count=count,
                 eval_duration=elapsed,

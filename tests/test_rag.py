@@ -270,7 +270,17 @@ def test_answer_with_checked_citations(index: Index) -> None:
     assert answer.retrieved and answer.retrieved[0].source.endswith("ko.txt")
     doc = answer.to_json()
     assert set(doc) >= {"answer", "abstained", "citations", "retrieved", "backend", "model"}
-    assert set(doc["retrieved"][0]) == {"source", "chunk_id", "score", "start", "end", "page"}
+    assert set(doc["retrieved"][0]) == {
+        "source",
+        "chunk_id",
+        "score",
+        "start",
+        "end",
+        "page",
+        "in_prompt",
+        "trimmed",
+    }
+    assert doc["passages_dropped"] == 0 and doc["passages_trimmed"] == 0
 
 
 def test_abstains_without_calling_the_model(index: Index) -> None:
@@ -299,7 +309,7 @@ def test_instructions_inside_documents_stay_data(tmp_path: Path) -> None:
     idx.ingest([folder])
     obeying = ScriptedChat(['{"answer": "pwned"} [9]'])  # a model that falls for it
     rag = RAG(model=obeying, index=idx)
-    _, _, prompt = rag.prepare("What are hyangga facts?")
+    prompt = rag.prepare("What are hyangga facts?").prompt
     assert prompt is not None
     text = prompt.to_string()
     fence = text.split("source [1] from")[0].rsplit("\n", 1)[-1].strip()

@@ -36,6 +36,8 @@ from pipelines.backends.ollama import (
 )
 from pipelines.settings import Settings
 
+TOKEN_RATES_FILE = "ollama-token-rates.json"  # in cache_dir: calibrated tokens per character
+
 __all__ = [
     "Backend",
     "choose_backend",
@@ -120,6 +122,7 @@ def _ollama_backend(settings: Settings, reason: str, status: OllamaStatus | None
             base_url=host,
             client_kwargs={"timeout": settings.timeout},
         )
+    options["token_cache"] = settings.cache_dir / TOKEN_RATES_FILE
     return Backend(
         name="ollama",
         model=settings.ollama_model,

@@ -5,6 +5,11 @@ langchain-community's `ChatLlamaCpp`, because that one seeds the sampler once pe
 load (a repeated call with the same seed gives a different answer) and is not safe
 to call from several threads (`.batch` would crash llama.cpp). Here every call
 takes its own seed and calls into one loaded model are serialised by a lock.
+
+Chat messages are rendered with the GGUF's own chat template (as llama-cpp-python does)
+and tokenized once here, so the model can count a prompt exactly before it is sent
+(`get_num_tokens_from_messages`, `context_window()`) and refuse one that does not fit with
+a `ContextOverflowError` instead of llama.cpp's ValueError.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
@@ -28,10 +34,12 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.errors import LlamaCppMissingError, UsageError
+from pipelines.backends.llama_build import safe_model_params
+from pipelines.errors import ContextOverflowError, LlamaCppMissingError, UsageError
 
 
 def require_llama_cpp() -> Any:
@@ -70,6 +78,71 @@ class LlamaRuntime:
         """
         self.llama.reset()
 
+    @cached_property
+    def _formatter(self) -> Any:
+        """The GGUF's chat template, set up as llama-cpp-python sets it up; ChatML when the
+        file has none (what llama.cpp's own server falls back to)."""
+        from llama_cpp import llama_chat_format
+
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return llama_chat_format.format_chatml
+        model = self.llama._model
+        eos, bos = self.llama.token_eos(), self.llama.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> ChatPrompt:
+        """The tokens the model reads for these messages, and the template's stops."""
+        result = self._formatter(messages=messages)
+        tokens = self.llama.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
+        stop = (
+            result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        )
+        return ChatPrompt(tokens, stop, result.stopping_criteria)
+
+    def text_tokens(self, prompt: str) -> list[int]:
+        """A raw prompt's tokens, BOS included where the model wants one."""
+        return list(self.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.llama.n_ctx())
+
+    @property
+    def trained_ctx(self) -> int | None:
+        arch = self.llama.metadata.get("general.architecture")
+        value = self.llama.metadata.get(f"{arch}.context_length")
+        return int(value) if value else None
+
+    def require_room(self, tokens: int) -> None:
+        """Refuse a prompt that leaves no token for the answer (llama.cpp would raise)."""
+        if tokens < self.n_ctx:
+            return
+        trained = self.trained_ctx
+        more = (
+            f"raise it with --num-ctx (LLAMAPIPE_NUM_CTX; this model was trained for up to "
+            f"{trained})"
+            if trained and trained > self.n_ctx
+            else "this model cannot read more"
+        )
+        raise ContextOverflowError.counted(
+            "the prompt", tokens, self.n_ctx - 1, self.n_ctx, hint=f"shorten the input, or {more}"
+        )
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    tokens: list[int]
+    stop: list[str]
+    stopping_criteria: Any
+
 
 # Loading weights costs far more than a call, and several models built from one
 # setting (chat, completion, a test server) should share one copy in memory.
@@ -86,13 +159,15 @@ def load_runtime(
     with _runtimes_lock:
         runtime = _runtimes.get(key)
         if runtime is None:
-            llama = require_llama_cpp().Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                embedding=embedding,
-                verbose=False,
-            )
+            llama_cpp = require_llama_cpp()
+            with safe_model_params():
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    embedding=embedding,
+                    verbose=False,
+                )
             runtime = _runtimes[key] = LlamaRuntime(llama)
         return runtime
 
@@ -129,6 +204,12 @@ class LlamaParams(BaseModel):
     def _runtime(self) -> LlamaRuntime:
         return load_runtime(self.model_path, self.n_ctx, self.threads)
 
+    # What the context budget (pipelines/budget.py) asks of a model.
+    exact_token_counts: ClassVar[bool] = True
+
+    def context_window(self) -> int:
+        return self.n_ctx
+
     def _call_params(self, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {
             "temperature": self.temperature,
@@ -163,14 +244,14 @@ def _to_llama_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
     return converted
 
 
-def _usage(usage: dict[str, int] | None) -> dict[str, int] | None:
+def _usage(usage: dict[str, int] | None) -> UsageMetadata | None:
     if not usage:
         return None
-    return {
-        "input_tokens": usage["prompt_tokens"],
-        "output_tokens": usage["completion_tokens"],
-        "total_tokens": usage["total_tokens"],
-    }
+    return UsageMetadata(
+        input_tokens=usage["prompt_tokens"],
+        output_tokens=usage["completion_tokens"],
+        total_tokens=usage["total_tokens"],
+    )
 
 
 class EmbeddedChatModel(LlamaParams, BaseChatModel):
@@ -184,6 +265,32 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model_name, "n_ctx": self.n_ctx}
 
+    def get_num_tokens(self, text: str) -> int:
+        return len(self._runtime().llama.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
+        """Exactly what the model will read: the messages in its chat template."""
+        runtime = self._runtime()
+        with runtime.lock:
+            return len(runtime.chat_prompt(_to_llama_messages(messages)).tokens)
+
+    def _start(
+        self, runtime: LlamaRuntime, messages: list[BaseMessage], stop: list[str] | None,
+        kwargs: dict[str, Any], stream: bool,
+    ) -> tuple[Any, int]:  # fmt: skip
+        """(llama.cpp's completion or stream, prompt tokens); hold `runtime.lock`."""
+        prompt = runtime.chat_prompt(_to_llama_messages(messages))
+        runtime.require_room(len(prompt.tokens))
+        runtime.fresh()
+        params = self._call_params([*(stop or []), *prompt.stop], kwargs)
+        completion = runtime.llama.create_completion(
+            prompt=prompt.tokens,
+            stopping_criteria=prompt.stopping_criteria,
+            stream=stream,
+            **params,
+        )
+        return completion, len(prompt.tokens)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -193,13 +300,10 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     ) -> ChatResult:
         runtime = self._runtime()
         with runtime.lock:
-            runtime.fresh()
-            response = runtime.llama.create_chat_completion(
-                messages=_to_llama_messages(messages), **self._call_params(stop, kwargs)
-            )
+            response, _ = self._start(runtime, messages, stop, kwargs, stream=False)
         choice = response["choices"][0]
         message = AIMessage(
-            content=choice["message"]["content"] or "",
+            content=choice["text"],
             usage_metadata=_usage(response.get("usage")),
             response_metadata={
                 "model_name": self.model_name,
@@ -217,23 +321,30 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         runtime = self._runtime()
         with runtime.lock:  # held until the stream ends or is closed
-            runtime.fresh()
-            stream = runtime.llama.create_chat_completion(
-                messages=_to_llama_messages(messages),
-                stream=True,
-                **self._call_params(stop, kwargs),
-            )
+            stream, prompt_tokens = self._start(runtime, messages, stop, kwargs, stream=True)
+            parts: list[str] = []
             for part in stream:
                 choice = part["choices"][0]
-                text = choice["delta"].get("content") or ""
+                text = choice["text"] or ""
                 finish = choice.get("finish_reason")
                 if not text and not finish:
                     continue
-                metadata = (
-                    {"model_name": self.model_name, "finish_reason": finish} if finish else {}
-                )
+                parts.append(text)
+                metadata: dict[str, Any] = {}
+                usage = None
+                if finish:  # the last chunk carries the usage, as Ollama's and OpenAI's do
+                    metadata = {"model_name": self.model_name, "finish_reason": finish}
+                    generated = len(
+                        runtime.llama.tokenize("".join(parts).encode("utf-8"), add_bos=False)
+                    )
+                    usage = _usage(
+                        {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                         "total_tokens": prompt_tokens + generated}
+                    )  # fmt: skip
                 chunk = ChatGenerationChunk(
-                    message=AIMessageChunk(content=text, response_metadata=metadata)
+                    message=AIMessageChunk(
+                        content=text, response_metadata=metadata, usage_metadata=usage
+                    )
                 )
                 if run_manager and text:
                     run_manager.on_llm_new_token(text, chunk=chunk)
@@ -251,6 +362,22 @@ class EmbeddedLLM(LlamaParams, LLM):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model_name, "n_ctx": self.n_ctx}
 
+    def get_num_tokens(self, text: str) -> int:
+        """Exactly what the model will read for this raw prompt (BOS included)."""
+        runtime = self._runtime()
+        with runtime.lock:
+            return len(runtime.text_tokens(text))
+
+    def _start(
+        self, runtime: LlamaRuntime, prompt: str, stop: list[str] | None,
+        kwargs: dict[str, Any], stream: bool,
+    ) -> Any:  # fmt: skip
+        tokens = runtime.text_tokens(prompt)
+        runtime.require_room(len(tokens))
+        runtime.fresh()
+        params = self._call_params(stop, kwargs)
+        return runtime.llama.create_completion(prompt=tokens, stream=stream, **params)
+
     def _call(
         self,
         prompt: str,
@@ -260,10 +387,7 @@ class EmbeddedLLM(LlamaParams, LLM):
     ) -> str:
         runtime = self._runtime()
         with runtime.lock:
-            runtime.fresh()
-            response = runtime.llama.create_completion(
-                prompt=prompt, **self._call_params(stop, kwargs)
-            )
+            response = self._start(runtime, prompt, stop, kwargs, stream=False)
         return str(response["choices"][0]["text"])
 
     def _stream(
@@ -275,10 +399,7 @@ class EmbeddedLLM(LlamaParams, LLM):
     ) -> Iterator[GenerationChunk]:
         runtime = self._runtime()
         with runtime.lock:
-            runtime.fresh()
-            for part in runtime.llama.create_completion(
-                prompt=prompt, stream=True, **self._call_params(stop, kwargs)
-            ):
+            for part in self._start(runtime, prompt, stop, kwargs, stream=True):
                 text = part["choices"][0]["text"]
                 if not text:
                     continue

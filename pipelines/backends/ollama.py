@@ -1,27 +1,36 @@
-"""The Ollama backend: langchain-ollama models whose errors say what to do next."""
+"""The Ollama backend: langchain-ollama models whose errors say what to do next, which know
+their context window and count prompt tokens (calibrated, see ollama_tokens), refuse a prompt
+that cannot fit, and say so when Ollama cut one anyway (it does that silently)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 import ollama
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 
+from pipelines.backends.ollama_tokens import OllamaTokens, tokens_for
 from pipelines.errors import (
     BackendError,
     ConfigError,
+    ContextOverflowError,
     ModelTimeoutError,
     OllamaModelMissingError,
     OllamaResponseError,
     OllamaUnreachableError,
+    PromptTruncatedWarning,
 )
 
 DEFAULT_PORT = 11434
+OLLAMA_DEFAULT_CTX = 2048  # what older servers use when a request names no num_ctx
 
 
 def normalize_host(host: str) -> str:
@@ -78,6 +87,12 @@ def translate_errors(host: str, model: str, timeout: float) -> Iterator[None]:
     except ollama.ResponseError as exc:
         if exc.status_code == 404:
             raise missing_model_error(host, model, []) from None
+        if exc.status_code == 400 and "context" in str(exc.error).lower():
+            # Newer servers refuse some over-long prompts instead of cutting them.
+            raise ContextOverflowError(
+                f"Ollama at {host} refused the prompt: {exc.error}",
+                hint="shorten the input, or raise --num-ctx if the model allows more",
+            ) from None
         raise OllamaResponseError(
             f"Ollama at {host} answered {exc.status_code}: {exc.error}",
             hint="read the Ollama server log (`journalctl -u ollama`, or the terminal "
@@ -110,20 +125,126 @@ class _Translated:
     model: str
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(self.base_url or "", self.model, self._timeout())
+
+    def _timeout(self) -> float:
         kwargs: dict[str, Any] = getattr(self, "client_kwargs", None) or {}
-        return translate_errors(self.base_url or "", self.model, kwargs.get("timeout", 0.0))
+        return float(kwargs.get("timeout") or 30.0)
 
 
-class OllamaChat(_Translated, ChatOllama):
-    """langchain-ollama's ChatOllama with errors that name the host and the fix."""
+class _Measured(_Translated):
+    """Mixin for the generating models: prompts are measured against the window before
+    they are sent, and what the server read is checked after."""
 
-    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+    if TYPE_CHECKING:  # fields of the pydantic models this is mixed into
+        num_ctx: int | None
+        token_cache: Path | None  # where calibrated token rates are kept; None: not kept
+
+    exact_token_counts: ClassVar[bool] = False
+
+    def tokens(self) -> OllamaTokens:
+        return tokens_for(self.base_url or "", self.model, self.token_cache, self._timeout())
+
+    def context_window(self) -> int:
+        """`num_ctx` as sent with every request, capped at the model's own maximum."""
+        window = self.num_ctx or OLLAMA_DEFAULT_CTX
         with self._errors():
-            return super()._generate(*args, **kwargs)
+            model_max = self.tokens().model_max()
+        return min(window, model_max) if model_max else window
 
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def _estimate(self, prompt: Sequence[BaseMessage] | str) -> int:
         with self._errors():
-            yield from super()._stream(*args, **kwargs)
+            calibration = self.tokens().calibration()
+        if isinstance(prompt, str):
+            return calibration.estimate_text(prompt) + int(calibration.rates.per_prompt)
+        return calibration.estimate_messages(prompt)
+
+    def _before(self, prompt: Sequence[BaseMessage] | str) -> tuple[int, int]:
+        """(estimated prompt tokens, window); refuse what cannot fit: Ollama would cut it."""
+        estimate, window = self._estimate(prompt), self.context_window()
+        if estimate >= window:
+            raise ContextOverflowError.counted(
+                "the prompt",
+                estimate,
+                window - 1,
+                window,
+                hint=f"shorten the input, or raise --num-ctx (now {window}) if {self.model} "
+                "allows more (`ollama show` prints its context length)",
+            )
+        return estimate, window
+
+    def _after(self, estimate: int, window: int, info: dict[str, Any] | None) -> None:
+        """Check what the server read; warn, and mark the answer, when it cut the prompt."""
+        if not info or "prompt_eval_count" not in info:
+            return
+        evaluated = info.get("prompt_eval_count")
+        tokens = self.tokens()
+        if tokens.truncated(estimate, evaluated, window):
+            info["prompt_truncated"] = {
+                "sent_estimate": estimate, "evaluated": evaluated, "num_ctx": window,
+            }  # fmt: skip
+            warnings.warn(
+                PromptTruncatedWarning(
+                    f"Ollama read {evaluated} of about {estimate} prompt tokens: it cut the "
+                    f"prompt to fit num_ctx {window}, so the answer rests on part of it",
+                    hint="raise --num-ctx, or shorten the input",
+                ),
+                stacklevel=3,
+            )
+        else:
+            tokens.observe(estimate, evaluated, window)
+
+    def _capped_options(self, options: dict[str, Any], estimate: int, window: int) -> None:
+        """Keep prompt plus answer inside the window: past it, Ollama shifts the context
+        and drops the prompt's front mid-answer."""
+        room = window - estimate
+        wanted = options.get("num_predict")
+        if wanted is None or wanted < 0 or wanted > room:
+            options["num_predict"] = max(1, room)
+
+
+class OllamaChat(_Measured, ChatOllama):
+    """langchain-ollama's ChatOllama with errors that name the host and the fix, a known
+    window, calibrated token counts, and truncation that is never silent."""
+
+    token_cache: Path | None = None
+
+    def get_num_tokens(self, text: str) -> int:
+        return self._estimate([HumanMessage(content=text)]) - self._estimate([])
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        return self._estimate(messages)
+
+    def _chat_params(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        params = super()._chat_params(messages, stop, **kwargs)
+        self._capped_options(params.setdefault("options", {}), *self._before(messages))
+        return params
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, *args: Any,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        with self._errors():
+            estimate, window = self._before(messages)
+            result = super()._generate(messages, stop, *args, **kwargs)
+        generation = result.generations[0]
+        self._after(estimate, window, generation.message.response_metadata)
+        return result
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, *args: Any,
+        **kwargs: Any,
+    ) -> Iterator[Any]:  # fmt: skip
+        with self._errors():
+            estimate, window = self._before(messages)
+            for chunk in super()._stream(messages, stop, *args, **kwargs):
+                if chunk.generation_info:
+                    self._after(estimate, window, chunk.message.response_metadata)
+                yield chunk
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
         with self._errors():
@@ -135,24 +256,40 @@ class OllamaChat(_Translated, ChatOllama):
                 yield chunk
 
 
-class OllamaCompletion(_Translated, OllamaLLM):
-    """langchain-ollama's OllamaLLM (`/api/generate`) with translated errors.
+class OllamaCompletion(_Measured, OllamaLLM):
+    """langchain-ollama's OllamaLLM (`/api/generate`) with translated errors, a known
+    window and calibrated token counts.
 
     Prompts go raw (`"raw": true`): completion-form templates are already the full
     text the model should continue, so Ollama must not wrap them in a chat template.
     """
 
+    token_cache: Path | None = None
+
+    def get_num_tokens(self, text: str) -> int:
+        return self._estimate(text)
+
     def _generate_params(self, prompt: str, stop: list[str] | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("raw", True)
-        return super()._generate_params(prompt, stop, **kwargs)
+        params = super()._generate_params(prompt, stop, **kwargs)
+        self._capped_options(params.setdefault("options", {}), *self._before(prompt))
+        return params
 
-    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+    def _generate(self, prompts: list[str], *args: Any, **kwargs: Any) -> Any:
         with self._errors():
-            return super()._generate(*args, **kwargs)
+            checked = [self._before(p) for p in prompts]
+            result = super()._generate(prompts, *args, **kwargs)
+        for (estimate, window), generations in zip(checked, result.generations, strict=True):
+            self._after(estimate, window, generations[0].generation_info)
+        return result
 
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def _stream(self, prompt: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         with self._errors():
-            yield from super()._stream(*args, **kwargs)
+            estimate, window = self._before(prompt)
+            for chunk in super()._stream(prompt, *args, **kwargs):
+                if chunk.generation_info:
+                    self._after(estimate, window, chunk.generation_info)
+                yield chunk
 
 
 class OllamaEmbed(_Translated, OllamaEmbeddings):

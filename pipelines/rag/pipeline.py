@@ -6,13 +6,21 @@
 
 When nothing relevant is retrieved, the answer says the sources do not cover it, with no
 citations and without calling the model.
+
+Passages go into the prompt best-first while they fit the model's context window (what the
+question, the instructions and the answer's `max_tokens` leave; counted by the model's own
+tokenizer, see pipelines/budget.py). The first one that does not fit whole is cut at a
+sentence end, and the rest are left out: the answer says how many (`passages_dropped`,
+`passages_trimmed`), and a cut passage's offsets end where its text was cut, so citations
+still quote exact slices of the source.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseLLM
@@ -22,10 +30,12 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model
-from pipelines.errors import UsageError
+from pipelines.budget import Budget, budget_for
+from pipelines.errors import ContextOverflowError, UsageError
 from pipelines.inputs import question_text
+from pipelines.rag.chunking import sentence_spans
 from pipelines.rag.citations import Citation, Passage, check
-from pipelines.rag.index import Hit, Index
+from pipelines.rag.index import Chunk, Hit, Index
 from pipelines.rag.retriever import IndexRetriever
 from prompts import load_prompt
 
@@ -37,13 +47,15 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 
 class Retrieved(BaseModel):
-    n: int
+    n: int | None  # its number in the prompt; None when it did not fit
     source: str
     chunk_id: str
     score: float
     start: int
-    end: int
+    end: int  # where the text in the prompt ends (before the chunk's end when trimmed)
     page: int | None = None
+    in_prompt: bool = True
+    trimmed: bool = False
 
 
 class RAGAnswer(BaseModel):
@@ -54,6 +66,8 @@ class RAGAnswer(BaseModel):
     retrieved: list[Retrieved] = Field(default_factory=list)
     dropped_markers: int = 0  # [n] markers that pointed at no retrieved source
     unsupported: list[str] = Field(default_factory=list)  # sentences no source supports
+    passages_dropped: int = 0  # retrieved, but left out: the context window was full
+    passages_trimmed: int = 0  # cut at a sentence end to fit
     backend: str
     model: str
 
@@ -69,6 +83,24 @@ def language_of(text: str) -> str:
     return "ko" if _HANGUL.search(text) else "en"
 
 
+@dataclass
+class Prepared:
+    """What goes to the model for a question: numbered passages and the prompt (None when
+    nothing relevant was retrieved), and every retrieved chunk with what became of it."""
+
+    passages: list[Passage]
+    prompt: PromptValue | None
+    retrieved: list[Retrieved] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        return sum(not r.in_prompt for r in self.retrieved)
+
+    @property
+    def trimmed(self) -> int:
+        return sum(r.trimmed for r in self.retrieved)
+
+
 class RAG(RunnableSerializable[Any, RAGAnswer]):
     """Retrieve, answer with numbered sources, check every citation."""
 
@@ -78,6 +110,7 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
     index: Index
     k: int = Field(default=5, ge=1, le=50)
     backend: str | None = None
+    budget: Budget | None = None  # default: the model's own (budget_for(model))
 
     @property
     def retriever(self) -> IndexRetriever:
@@ -87,31 +120,36 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
     def form(self) -> str:
         return "completion" if isinstance(self.model, BaseLLM) else "chat"
 
-    def prepare(
-        self, question: str
-    ) -> tuple[list[tuple[Hit, float]], list[Passage], PromptValue | None]:
-        """Retrieval (hits with scores), the numbered passages, and the prompt (None when
-        nothing relevant was found)."""
+    def prepare(self, question: str) -> Prepared:
+        """Retrieve, then pack the passages that fit into the prompt, best first."""
         if not question.strip():
             raise UsageError("the question is empty", hint="ask something about your documents")
         scored = self.retriever.hits(question)
-        hits = [hit for hit, _ in scored]
-        passages = [
-            Passage(n, h.chunk.source, h.chunk.chunk_id, h.chunk.start, h.chunk.end, h.chunk.page)
-            for n, h in enumerate(hits, 1)
-        ]
-        if not hits:
-            return scored, passages, None
+        if not scored:
+            return Prepared(passages=[], prompt=None)
         fence = "~~~" + secrets.token_hex(6)  # unguessable: a document cannot close it
-        sources = [
-            {"n": p.n, "source": p.source, "page": p.page, "text": h.chunk.text.replace(fence, "")}
-            for p, h in zip(passages, hits, strict=True)
-        ]
-        prompt = load_prompt(f"rag/{self.form}/answer").invoke(
-            {"question": question, "sources": sources, "fence": fence,
-             "abstain": ABSTAIN[language_of(question)]}
-        )  # fmt: skip
-        return scored, passages, prompt
+        template = load_prompt(f"rag/{self.form}/answer")
+        abstain = ABSTAIN[language_of(question)]
+
+        def render(chosen: list[tuple[Passage, str]]) -> PromptValue:
+            sources = [
+                {"n": p.n, "source": p.source, "page": p.page, "text": text.replace(fence, "")}
+                for p, text in chosen
+            ]
+            return template.invoke(
+                {"question": question, "sources": sources, "fence": fence, "abstain": abstain}
+            )
+
+        budget = self.budget or budget_for(self.model)
+        budget.require(render([]), "the question with the RAG instructions")
+        chosen, retrieved = _pack(scored, lambda c: budget.fits(render(c)))
+        if not chosen:
+            raise ContextOverflowError(
+                "no retrieved passage fits in the context window beside the question",
+                hint="raise --num-ctx, lower --max-tokens, or ask a shorter question",
+                window=budget.window or 0,
+            )
+        return Prepared([p for p, _ in chosen], render(chosen), retrieved)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RAGAnswer:
         def run(value: Any) -> RAGAnswer:
@@ -128,14 +166,10 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
         yield from self._run(_question(input), stream=True)
 
     def _run(self, question: str, *, stream: bool) -> Iterator[Any]:
-        scored, passages, prompt = self.prepare(question)
+        prepared = self.prepare(question)
+        prompt, passages = prepared.prompt, prepared.passages
         backend, model_name = describe_model(self.model)
         backend = self.backend or backend
-        retrieved = [
-            Retrieved(n=p.n, source=p.source, chunk_id=p.chunk_id, score=round(s, 6), start=p.start,
-                      end=p.end, page=p.page)
-            for p, (_, s) in zip(passages, scored, strict=True)
-        ]  # fmt: skip
         abstain_text = ABSTAIN[language_of(question)]
         if prompt is None:
             yield abstain_text
@@ -162,12 +196,63 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
             answer=abstain_text if abstained else checked.answer,
             abstained=abstained,
             citations=[] if abstained else checked.citations,
-            retrieved=retrieved,
+            retrieved=prepared.retrieved,
             dropped_markers=checked.dropped_markers,
             unsupported=[] if abstained else checked.unsupported,
+            passages_dropped=prepared.dropped,
+            passages_trimmed=prepared.trimmed,
             backend=backend,
             model=model_name,
         )
+
+
+Packed = list[tuple[Passage, str]]  # numbered passages and the text the prompt shows
+
+
+def _pack(
+    scored: list[tuple[Hit, float]], fits: Callable[[Packed], bool]
+) -> tuple[Packed, list[Retrieved]]:
+    """Passages best-first while they fit; the first that does not fit whole is cut at a
+    sentence end (or left out), and once one is cut the rest are left out."""
+    chosen: Packed = []
+    retrieved: list[Retrieved] = []
+    full = False
+    for hit, score in scored:
+        c, n = hit.chunk, len(chosen) + 1
+
+        def numbered(text: str, c: Chunk = c, n: int = n) -> tuple[Passage, str]:
+            end = c.start + len(text)
+            return Passage(n, c.source, c.chunk_id, c.start, end, c.page), text
+
+        fitted = None if full else _fit(c.text, lambda text: fits([*chosen, numbered(text)]))
+        in_prompt = fitted is not None
+        end = c.start + len(fitted) if fitted is not None else c.end
+        if fitted is not None:
+            chosen.append(numbered(fitted))
+            full = end < c.end
+        retrieved.append(
+            Retrieved(
+                n=n if in_prompt else None, source=c.source, chunk_id=c.chunk_id,
+                score=round(score, 6), start=c.start, end=end, page=c.page,
+                in_prompt=in_prompt, trimmed=end < c.end,
+            )
+        )  # fmt: skip
+    return chosen, retrieved
+
+
+def _fit(text: str, fits: Any) -> str | None:
+    """`text` if it fits; else its longest run of whole sentences that fits; else None."""
+    if fits(text):
+        return text
+    ends = [end for _, end in sentence_spans(text)][:-1]  # the last one is the whole text
+    low, high, best = 0, len(ends) - 1, None
+    while low <= high:  # fitting is monotone in length: binary search the sentence ends
+        mid = (low + high) // 2
+        if fits(text[: ends[mid]]):
+            best, low = ends[mid], mid + 1
+        else:
+            high = mid - 1
+    return None if best is None else text[:best]
 
 
 def _question(value: Any) -> str:

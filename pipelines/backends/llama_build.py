@@ -1,0 +1,86 @@
+"""The llama.cpp build inside llama-cpp-python: what it has, and keeping models off its unsafe path.
+
+llama.cpp's AMX kernels (Intel Sapphire Rapids and later, when built with -march=native)
+crash in `ggml_backend_amx_mul_mat` on any prompt longer than one token (llama.cpp issue
+#20824; Ollama stopped building them, DSPy's CI dropped them). `make install` therefore
+builds llama-cpp-python without AMX (`-mno-amx-*`, see the Makefile), which reaches every
+user of the build, `python -m llama_cpp.server` included, and checks the result with
+`python -m pipelines.backends.llama_build --check`.
+
+A build made elsewhere (a plain `pip install llamapipe`) may still have the AMX kernels.
+Then every model llamapipe loads has llama.cpp's extra buffer types switched off, which keeps
+the weights out of the AMX buffer: slower on those CPUs, but it does not crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+AMX_FEATURE = "AMX_INT8 = 1"
+
+
+@cache
+def system_info() -> str:
+    """llama.cpp's own account of its build (`CPU : SSE3 = 1 | ... | AMX_INT8 = 1 | ...`)."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", "replace").strip()
+
+
+def has_amx() -> bool:
+    """Whether this build carries llama.cpp's AMX kernels (only x86 builds with AMX do)."""
+    return AMX_FEATURE in system_info()
+
+
+@contextlib.contextmanager
+def safe_model_params() -> Iterator[None]:
+    """Around `Llama(...)`: on a build with AMX kernels, load with extra buffer types off.
+
+    llama-cpp-python's `Llama` takes no such argument; it reads its defaults from
+    `llama_model_default_params()`, so that function is wrapped while the model loads
+    (callers hold the loader lock, so no other load sees the wrapper).
+    """
+    if not has_amx():
+        yield
+        return
+    from llama_cpp import llama_cpp as low_level
+
+    original = low_level.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = original
+
+
+def main(argv: list[str]) -> int:
+    """`--check`: exit 1, saying why, when the installed build has the AMX kernels."""
+    try:
+        info = system_info()
+    except ImportError:
+        print("llama-cpp-python is not installed", file=sys.stderr)
+        return 1
+    if "--check" in argv and AMX_FEATURE in info:
+        print(
+            "llama-cpp-python was built with llama.cpp's AMX kernels, which crash on this CPU.\n"
+            "It came from pip's wheel cache or was built without the Makefile's flags; "
+            "rebuild it: `make install` (it rebuilds when this check fails).",
+            file=sys.stderr,
+        )
+        return 1
+    print(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
