@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+import warnings
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +21,7 @@ from pipelines.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     LlamapipeError,
+    PromptTruncatedWarning,
 )
 
 app = typer.Typer(
@@ -80,8 +82,18 @@ def report(exc: LlamapipeError) -> None:
         err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
 
 
+def show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """A library warning as one yellow line and a hint, never a source-code excerpt."""
+    hint = getattr(message, "hint", None)
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    if hint:
+        err.print(f"[yellow]hint:[/yellow] {hint}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see pipelines.errors)."""
+    warnings.showwarning = show_warning
+    warnings.simplefilter("always", PromptTruncatedWarning)  # every cut prompt is news
     try:
         # Standalone mode: typer reports usage errors (exit 2) and turns Ctrl-C into 130.
         app(args=argv, prog_name="llamapipe")

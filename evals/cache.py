@@ -42,8 +42,15 @@ class OutputCache:
         return db
 
     def get(self, key: str) -> str | None:
-        row = self._db().execute("SELECT output FROM outputs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        entry = self.entry(key)
+        return None if entry is None else entry[0]
+
+    def entry(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """(output, the metadata it was stored with)."""
+        row = (
+            self._db().execute("SELECT output, meta FROM outputs WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else (str(row[0]), json.loads(row[1]))
 
     def put(self, key: str, output: str, **meta: Any) -> None:
         self._db().execute(

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,8 @@ from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap
-from pipelines.errors import UsageError, first_problem
+from pipelines.budget import Budget, budget_for
+from pipelines.errors import ContextOverflowError, PromptTruncatedWarning, UsageError, first_problem
 from pipelines.settings import Settings
 from prompts import load_prompt, show
 
@@ -94,24 +97,62 @@ def few_shot_examples(items: list[Item], index: int, shots: int) -> list[dict[st
     ]
 
 
-def render(system: SystemSpec, items: list[Item], index: int) -> Any:
+def render(
+    system: SystemSpec, items: list[Item], index: int, budget: Budget | None = None
+) -> tuple[Any, int]:
+    """The prompt for item `index` and how many few-shot examples it holds: examples that do
+    not fit the model's context window (`budget`) are dropped, last first."""
     assert system.prompt is not None
     template = load_prompt(system.prompt)
-    variables = {
-        "source": items[index].source,
-        "examples": few_shot_examples(items, index, system.shots),
-        "meta": items[index].meta,
-    }
     known = set(template.input_variables) | set(template.optional_variables)
-    return template.invoke({k: v for k, v in variables.items() if k in known})
+    examples = few_shot_examples(items, index, system.shots)
+    while True:
+        variables = {"source": items[index].source, "examples": examples, "meta": items[index].meta}
+        prompt = template.invoke({k: v for k, v in variables.items() if k in known})
+        if budget is None or not examples or budget.fits(prompt):
+            return prompt, len(examples)
+        examples = examples[:-1]
+
+
+@dataclass
+class Output:
+    text: str
+    cached: bool
+    shots: int | None = None  # few-shot examples the prompt held (when the system asks for any)
+    truncated: str | None = None  # the server read only part of the prompt
+    error: str | None = None  # the item could not run: its prompt cannot fit the window
+
+    def fields(self) -> dict[str, Any]:
+        """What a results.jsonl row records beyond the output."""
+        extra = {"shots": self.shots, "prompt_truncated": self.truncated, "error": self.error}
+        return {k: v for k, v in extra.items() if v is not None}
+
+
+@contextmanager
+def watching_truncation() -> Iterator[list[str]]:
+    """Collect the PromptTruncatedWarning messages raised inside; other warnings go on."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    for w in caught:
+        if issubclass(w.category, PromptTruncatedWarning):
+            found.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def generate(
     ctx: RunContext, system: SystemSpec, items: list[Item], index: int, progress: Progress
-) -> tuple[str, bool]:
-    """(output, came from the cache)."""
+) -> Output:
     backend, settings = backend_for(ctx, system)
-    prompt = render(system, items, index)
+    budget = budget_for(backend.chat)
+    prompt, shots = render(system, items, index, budget)
+    try:
+        budget.require(prompt, f"item {items[index].id}'s prompt")
+    except ContextOverflowError as exc:
+        return Output("", cached=False, error=exc.message)
+    used = shots if system.shots else None
     params = {
         k: getattr(settings, k) for k in ("temperature", "seed", "max_tokens", "num_ctx", "stop")
     }
@@ -122,15 +163,18 @@ def generate(
         params=params,
         input=items[index].source,
     )
-    hit = ctx.cache.get(key)
+    hit = ctx.cache.entry(key)
     if hit is not None:
         progress.cached += 1
-        return hit, True
-    message = backend.chat.invoke(prompt)
+        return Output(hit[0], True, used, truncated=hit[1].get("prompt_truncated"))
+    with watching_truncation() as truncated:
+        message = backend.chat.invoke(prompt)
     output = (message.text if hasattr(message, "text") else str(message)).strip()
     progress.model_calls += 1
-    ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model)
-    return output, False
+    note = truncated[0] if truncated else None
+    ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model,
+                  prompt_truncated=note)  # fmt: skip
+    return Output(output, False, used, truncated=note)
 
 
 # -- the run folder -------------------------------------------------------------------------
@@ -265,9 +309,10 @@ def run_spec(
                 continue
             before = (progress.model_calls, progress.cached)
             if external is not None:
-                output, cached = external[item.id], False
+                made = Output(external[item.id], cached=False)
             else:
-                output, cached = generate(ctx, system, items, index, progress)
+                made = generate(ctx, system, items, index, progress)
+            output, cached = made.text, made.cached
             calls[system.name]["model_calls"] += progress.model_calls - before[0]
             calls[system.name]["cached"] += progress.cached - before[1]
             stats[(system.name, item.id)] = scorer.item(output, item.references)
@@ -278,6 +323,7 @@ def run_spec(
                 "references": item.references,
                 "metrics": scorer.sentence(stats[(system.name, item.id)]),
                 "cached": cached,
+                **made.fields(),
             }
             append_line(results_path, row)
             done[(system.name, item.id)] = row

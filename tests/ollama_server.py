@@ -69,11 +69,18 @@ class OllamaProtocolServer:
     """`with OllamaProtocolServer({"smollm2:135m": path}) as server: server.url`"""
 
     def __init__(
-        self, models: dict[str, Path], n_ctx: int = 4096, overflow: str = "truncate"
+        self,
+        models: dict[str, Path],
+        n_ctx: int = 4096,
+        overflow: str = "truncate",
+        max_ctx: int | None = None,
     ) -> None:
         self.models = models
         self.n_ctx = n_ctx  # the window when a request names no num_ctx
         self.overflow = overflow  # "truncate" (Ollama's default) or "refuse"
+        # A window smaller than asked for, as a server short of memory loads a model with:
+        # what makes a prompt that llamapipe sized for num_ctx get cut after all.
+        self.max_ctx = max_ctx
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -332,6 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
         options = body.get("options") or {}
         params = _llama_options(options)
         window = int(options.get("num_ctx") or self.backend.n_ctx)
+        window = min(window, self.backend.max_ctx or window)
         runtime = self.backend.runtime(name, window)
         with runtime.lock:
             if messages is not None:

@@ -21,6 +21,7 @@ from evals.metrics import corpus_scores
 from evals.runner import few_shot_examples, read_results, render, run_spec
 from evals.schedule import AlreadyRunning, cron_line, run_lock
 from evals.spec import load_spec
+from pipelines.budget import budget_for
 from pipelines.errors import UsageError
 from pipelines.settings import load_settings
 from tests.cli_helpers import run_cli
@@ -146,8 +147,56 @@ def test_few_shot_is_leave_one_out() -> None:
         examples = few_shot_examples(items, index, few.shots)
         assert len(examples) == few.shots
         assert all(ex["source"] != item.source for ex in examples)
-        rendered = render(few, items, index).to_string()
+        rendered = render(few, items, index)[0].to_string()
         assert rendered.count(item.source) == 1, "the poem appears once: as the question"
+
+
+def test_few_shot_examples_that_do_not_fit_the_window_are_dropped_and_recorded(
+    tmp_path: Path,
+) -> None:
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: tight\ndataset: {HYANGGA}\nsystems: [{{name: few, prompt: hyangga/few_shot, "
+            "shots: 5}]\nmetrics: [chrf]",
+        )
+    )
+    model = ScriptedChat(lambda prompt: "서라벌 밝은 달", num_ctx=2048, max_tokens=256)
+    run_spec(spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model))
+    rows = read_results(next((tmp_path / "runs").glob("*/results.jsonl")))
+    budget = budget_for(model)
+    items = load_translation(HYANGGA)
+    for row, call in zip(rows, model.calls, strict=True):
+        assert 0 < row["shots"] < 5, "some examples fit, not all five"
+        examples = sum(m.type == "ai" for m in call["messages"])
+        assert examples == row["shots"], "the row says what the model was given"
+        index = next(i for i, item in enumerate(items) if item.id == row["id"])
+        prompt, shots = render(spec.systems[0], items, index, budget)
+        assert shots == row["shots"] and budget.fits(prompt)
+
+
+def test_an_item_too_long_for_the_window_is_recorded_and_the_run_goes_on(
+    tmp_path: Path, dataset: Path
+) -> None:
+    rows = [json.loads(line) for line in dataset.read_text(encoding="utf-8").splitlines()]
+    rows[2]["source"] = "東京明期月良夜入伊遊行如可 " * 400
+    write(dataset, rows)
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: long\ndataset: {dataset}\nsystems: [{{name: zero, prompt: hyangga/zero_shot}}]"
+            "\nmetrics: [chrf]",
+        )
+    )
+    model = ScriptedChat(lambda prompt: "서라벌 밝은 달밤에", num_ctx=2048, max_tokens=128)
+    summary = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    results = {r["id"]: r for r in read_results(next((tmp_path / "runs").glob("*/results.jsonl")))}
+    assert len(results) == 6 and len(model.calls) == 5, "the long item never reached the model"
+    assert results["p2"]["output"] == "" and "2048-token" in results["p2"]["error"]
+    assert "error" not in results["p1"]
+    assert summary["systems"]["zero"]["model_calls"] == 5
 
 
 # -- metrics -------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from pipelines.errors import UsageError
+from pipelines.budget import budget_for
+from pipelines.errors import ContextOverflowError, UsageError
 from pipelines.pal import (
     PAL,
     Baseline,
@@ -183,6 +184,32 @@ def test_retries_run_out(sandbox: Sandbox) -> None:
     assert not result.ok and result.answer is None
     assert "ZeroDivisionError" in (result.error or "")
     assert len(result.attempts) == 2
+
+
+def test_retries_leave_out_the_oldest_failures_when_the_window_is_full(sandbox: Sandbox) -> None:
+    # Each failed program is long; the window holds the question and one of them, not two.
+    def long_failure(n: int) -> str:
+        lines = "".join(f"    x{i} = {i}\n" for i in range(100))
+        return fenced(f"def solution():\n{lines}    return {n} / 0")
+
+    first, second = long_failure(1), long_failure(2)
+    model = ScriptedChat([first, second, RIGHT], num_ctx=2048, max_tokens=256)
+    result = PAL(model=model, sandbox=sandbox, retries=2).invoke(QUESTION)
+    assert result.ok and len(result.attempts) == 3
+    budget = budget_for(model)
+    sent = [call["messages"] for call in model.calls]
+    replies = [sum(m.type == "ai" for m in messages) for messages in sent]  # + worked examples
+    assert [n - replies[0] for n in replies] == [0, 1, 1], "the second failure left the first out"
+    assert sent[2][-2].text == second, "the latest failure is the one kept"
+    assert all(budget.fits(messages) for messages in sent)
+    assert any(QUESTION in m.text for m in sent[2]), "the question always stays"
+
+
+def test_a_question_too_long_for_the_window_names_num_ctx(sandbox: Sandbox) -> None:
+    model = ScriptedChat([RIGHT], num_ctx=512, max_tokens=128)
+    with pytest.raises(ContextOverflowError, match="the PAL prompt"):
+        PAL(model=model, sandbox=sandbox).invoke(QUESTION * 40)
+    assert model.calls == []
 
 
 def test_no_retries_means_one_attempt(sandbox: Sandbox) -> None:

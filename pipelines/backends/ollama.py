@@ -186,8 +186,11 @@ class _Measured(_Translated):
             warnings.warn(
                 PromptTruncatedWarning(
                     f"Ollama read {evaluated} of about {estimate} prompt tokens: it cut the "
-                    f"prompt to fit num_ctx {window}, so the answer rests on part of it",
-                    hint="raise --num-ctx, or shorten the input",
+                    f"prompt's front to fit its window (num_ctx {window} was asked for), so "
+                    "the answer rests on part of the prompt",
+                    hint="raise --num-ctx or shorten the input; if num_ctx is already large, "
+                    "the server holds the model with a smaller window (`ollama ps` shows it; "
+                    "OLLAMA_CONTEXT_LENGTH or memory sets it)",
                 ),
                 stacklevel=3,
             )
@@ -231,8 +234,7 @@ class OllamaChat(_Measured, ChatOllama):
         with self._errors():
             estimate, window = self._before(messages)
             result = super()._generate(messages, stop, *args, **kwargs)
-        generation = result.generations[0]
-        self._after(estimate, window, generation.message.response_metadata)
+        self._after(estimate, window, result.generations[0].generation_info)
         return result
 
     def _stream(
@@ -242,8 +244,8 @@ class OllamaChat(_Measured, ChatOllama):
         with self._errors():
             estimate, window = self._before(messages)
             for chunk in super()._stream(messages, stop, *args, **kwargs):
-                if chunk.generation_info:
-                    self._after(estimate, window, chunk.message.response_metadata)
+                if chunk.generation_info:  # the last chunk; merged into response_metadata
+                    self._after(estimate, window, chunk.generation_info)
                 yield chunk
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
@@ -324,7 +326,8 @@ def probe(host: str, timeout: float) -> OllamaStatus:
     try:
         with httpx.Client(base_url=host, timeout=timeout) as client:
             version = client.get("/api/version").raise_for_status().json().get("version")
-            models = ollama.Client(host=host, timeout=timeout).list().models
+            with ollama.Client(host=host, timeout=timeout) as tags:
+                models = tags.list().models
     except (httpx.HTTPError, ConnectionError, ollama.ResponseError, ValueError) as exc:
         return OllamaStatus(host=host, reachable=False, error=_reason(exc))
     return OllamaStatus(

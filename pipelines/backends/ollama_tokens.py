@@ -8,8 +8,10 @@ runs (and other processes) pay nothing. Every answer then checks the estimate: w
 cannot have cut anything (fewer tokens read than half the window), the ratio of what it read
 to what was estimated corrects the estimate from then on.
 
-Ollama cuts a prompt longer than `num_ctx` from the front (keeping about half the window)
-and still answers 200 OK (ollama/ollama issues 3839, 8099, 17427); `truncated()` tells.
+Ollama cuts a prompt longer than its window from the front (keeping about half of it) and
+still answers 200 OK (ollama/ollama issues 3839, 8099, 17427); `truncated()` tells. The
+window it really has can be smaller than the `num_ctx` asked for (a server short of
+memory, `OLLAMA_CONTEXT_LENGTH`), so a prompt sized for `num_ctx` can still be cut.
 """
 
 from __future__ import annotations
@@ -98,13 +100,19 @@ class OllamaTokens:
                 self._calibration = replace(current, scale=round(scale, 4))
                 self._save(self._calibration)
 
-    @staticmethod
-    def truncated(estimate: int, evaluated: int | None, window: int) -> bool:
-        """Whether the server read so much less than was sent that it must have cut it: a
-        cut prompt fills at least about half the window."""
+    def truncated(self, estimate: int, evaluated: int | None, window: int) -> bool:
+        """Whether the server read so much less than was sent that it must have cut it.
+
+        With calibrated counts (within a few percent), reading under 80% of the estimate
+        is a cut, whatever window the server really had. With conservative counts (which
+        can be 2-3x high) only a count that also fills about half the window asked for.
+        """
         if not evaluated:
             return False
-        return evaluated >= 0.45 * window and evaluated < TRUNCATION_SHARE * estimate
+        calibration = self._calibration
+        if calibration is not None and calibration.measured:
+            return evaluated < TRUNCATION_SHARE * estimate
+        return evaluated >= 0.45 * window and evaluated < 0.5 * estimate
 
     # -- measuring ------------------------------------------------------------------------
 

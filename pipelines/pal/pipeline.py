@@ -6,6 +6,9 @@
 
 A chat model gets the chat-form prompt (`prompts/pal/chat/<task>.jinja`); a completion
 model (`BaseLLM`) gets the completion form, which starts `def solution():` for it.
+
+A retry sends back the failed programs and their errors; when they no longer fit the
+model's context window, the oldest are left out (the question always stays).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.language_models import BaseLanguageModel, BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage
@@ -26,6 +29,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model, with_sampling
+from pipelines.budget import Budget, budget_for
 from pipelines.errors import UsageError
 from pipelines.inputs import question_text
 from pipelines.pal.answers import answer_key, display
@@ -141,6 +145,7 @@ class PAL(RunnableSerializable[Any, PALResult]):
     temperature: float | None = None
     seed: int | None = None
     backend: str | None = None  # label in results; guessed from the model when None
+    budget: Budget | None = None  # default: the model's own (budget_for(model))
 
     @property
     def form(self) -> Literal["chat", "completion"]:
@@ -241,9 +246,13 @@ class PAL(RunnableSerializable[Any, PALResult]):
             temperature = SAMPLING_TEMPERATURE
         seed = None if self.seed is None and self.samples == 1 else (self.seed or 0) + index
         model = with_sampling(self.model, temperature=temperature, seed=seed)
-        rendered = prompt.invoke({"question": question})
+        budget = self.budget or budget_for(self.model)
+        question_prompt = prompt.invoke({"question": question})
+        budget.require(question_prompt, "the PAL prompt with the question")
+        failed: list[Failed] = []
         attempts: list[Attempt] = []
         for number in range(self.retries + 1):
+            rendered = self._with_history(question_prompt, failed, budget)
             started = time.perf_counter()
             if self.form == "completion":
                 reply = _text(model.invoke(rendered.to_string(), stop=COMPLETION_STOP))
@@ -254,7 +263,7 @@ class PAL(RunnableSerializable[Any, PALResult]):
             attempts.append(attempt)
             if attempt.ok or number == self.retries:
                 break
-            rendered = self._retry_prompt(rendered, reply, attempt.program, feedback)
+            failed.append(Failed(reply, attempt.program, feedback))
         return attempts
 
     def _attempt(
@@ -315,20 +324,39 @@ class PAL(RunnableSerializable[Any, PALResult]):
             )
         return attempt, feedback
 
-    def _retry_prompt(
-        self, rendered: PromptValue, reply: str, program: str | None, feedback: str
+    def _with_history(
+        self, question: PromptValue, failed: list[Failed], budget: Budget
     ) -> PromptValue:
+        """The question with as many of the latest failed attempts as fit, oldest left out."""
+        for keep in range(len(failed), 0, -1):
+            rendered = self._retry_prompt(question, failed[-keep:])
+            if budget.fits(rendered):
+                return rendered
+        return question
+
+    def _retry_prompt(self, question: PromptValue, failed: list[Failed]) -> PromptValue:
         retry = load_prompt(f"pal/{self.form}/retry")
-        if isinstance(rendered, ChatPromptValue):
-            follow_up = retry.invoke({"error": feedback})
-            assert isinstance(follow_up, ChatPromptValue)
-            return ChatPromptValue(
-                messages=[*rendered.messages, AIMessage(content=reply), *follow_up.messages]
-            )
-        text = retry.invoke(
-            {"prompt": rendered.to_string(), "program": program or reply, "error": feedback}
-        )
-        return StringPromptValue(text=text.to_string())
+        if isinstance(question, ChatPromptValue):
+            messages = list(question.messages)
+            for f in failed:
+                follow_up = retry.invoke({"error": f.feedback})
+                assert isinstance(follow_up, ChatPromptValue)
+                messages += [AIMessage(content=f.reply), *follow_up.messages]
+            return ChatPromptValue(messages=messages)
+        text = question.to_string()
+        for f in failed:
+            text = retry.invoke(
+                {"prompt": text, "program": f.program or f.reply, "error": f.feedback}
+            ).to_string()
+        return StringPromptValue(text=text)
+
+
+class Failed(NamedTuple):
+    """A failed attempt, as a retry sends it back: the reply, its program, the error."""
+
+    reply: str
+    program: str | None
+    feedback: str
 
 
 def _feedback(execution: Any) -> str:
