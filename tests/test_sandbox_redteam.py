@@ -213,6 +213,19 @@ def all_of(*checks: Check) -> Check:
     return check
 
 
+def stopped_or_failed(*how: str) -> Check:
+    """Stopped by a limit, refused, or failed with an error the sandbox reported (a runaway
+    recursion ends in whichever comes first: the timer, RLIMIT_AS, or CPython giving up with
+    a RecursionError/SystemError when no memory is left for another frame)."""
+
+    def check(run: Run) -> None:
+        error = run.result["error"] or {}
+        failed = not run.result["ok"] and error.get("type") not in (None, "Exception")
+        assert run.result["killed"] in how or failed, run.result
+
+    return check
+
+
 def stopped_or_refused(*how: str) -> Check:
     """Stopped by a limit, or (with the Python layers on) refused its import."""
 
@@ -363,7 +376,7 @@ CASES: dict[str, tuple[str, Check]] = {
                     "        threading.Thread(target=time.sleep, args=(5,)).start(); n += 1\n"
                     "    return n", not_ok),
     "deep-recursion": ("import sys\nsys.setrecursionlimit(10**8)\ndef f(n): return f(n + 1)\n"
-                       "def solution():\n    return f(0)", stopped_or_refused("signal", "memory", "timeout")),
+                       "def solution():\n    return f(0)", stopped_or_failed("signal", "memory", "timeout")),
     "sleep": ("import time\ndef solution():\n    time.sleep(60)", stopped_or_refused("timeout")),
     "ignore-signals": ("import signal, time\ndef solution():\n"
                        "    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"

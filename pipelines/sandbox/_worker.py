@@ -10,7 +10,8 @@ stderr and one more pipe (the result fd) as pipes; standard library only. It
    capability, sets no_new_privs, applies Landlock (read the runtime, write scratch, no
    TCP, no signals out) and a seccomp filter (no sockets, processes, exec, mounts, ...),
 4. adds Python-level layers (audit hook, import allowlist) as defence in depth,
-5. writes b"R" on the result fd and waits for the program on stdin,
+5. writes b"R" on the result fd (with the walls on, the outside half first writes b"P" and
+   the child's pid, ten digits: the process the host stops) and waits for the program on stdin,
 6. runs it as a fresh `__main__`, calls `solution()` if defined, and writes one JSON
    document on the result fd, made here inside the walls; then exits.
 
@@ -33,6 +34,8 @@ from typing import Any
 
 PROGRAM = "<program>"
 RESULT_FD = -1  # set from the config: the pipe the host reads the result from
+# Freed before describing an error or reporting, so a MemoryError can still be reported.
+_RESERVE = [bytearray(1 << 20)]
 
 
 def main() -> None:
@@ -60,11 +63,10 @@ def main() -> None:
         _send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
         os._exit(3)
     add_python_layers(cfg)
-    reserve = bytearray(1 << 20)  # freed before reporting, so a MemoryError can be reported
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     report = run_program(request["code"], cfg)
-    del reserve
+    _RESERVE.clear()
     _finish(report, cfg)
 
 
@@ -74,10 +76,19 @@ def build_walls(_walls: Any, cfg: dict) -> None:
     # After the credential changes above, which would clear it: die with the host thread
     # that started this worker, so no worker outlives its host.
     _walls.die_with_parent(signal.SIGKILL)
+    gate, release = os.pipe()
     child = os.fork()
     if child:
-        supervise(child)
-    # pid 1 of the new pid namespace from here on.
+        # Tell the host which process runs the program: it stops that one, this half reaps
+        # it and exits, and the host reaps this half. Killing both at once would orphan the
+        # child to whoever adopts orphans, which may never reap it (a container's pid 1).
+        _send(b"P" + b"%010d" % child)
+        supervise(child)  # closes `release`: the child goes on
+    # pid 1 of the new pid namespace from here on; wait until the host knows our pid, so
+    # its "P" always comes before our "R".
+    os.close(release)
+    os.read(gate, 1)
+    os.close(gate)
     _walls.die_with_parent(signal.SIGKILL)
     _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
     os.chdir("/tmp")
@@ -184,18 +195,23 @@ def run_program(code: str, cfg: dict) -> dict:
 
 
 def describe(exc: BaseException) -> dict:
-    try:
+    # Each part on its own: after a runaway recursion or near the memory limit the traceback
+    # may not fit in memory, but the type and message still say what happened.
+    _RESERVE.clear()
+    info = {"type": "Exception", "message": "<unprintable exception>", "traceback": ""}
+    with contextlib.suppress(BaseException):
         kind = type(exc).__qualname__
         if type(exc).__module__ not in ("builtins", "__main__"):
             kind = f"{type(exc).__module__}.{kind}"
-        message = _safe_str(exc)
+        info["type"] = kind
+    info["message"] = _safe_str(exc)
+    with contextlib.suppress(BaseException):
         frames = traceback.extract_tb(exc.__traceback__)
         mine = [f for f in frames if f.filename == PROGRAM]
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(mine)]
         lines += traceback.format_exception_only(exc)
-        return {"type": kind, "message": message, "traceback": "".join(lines)[-8000:]}
-    except BaseException:
-        return {"type": "Exception", "message": "<unprintable exception>", "traceback": ""}
+        info["traceback"] = "".join(lines)[-8000:]
+    return info
 
 
 def _safe_str(value: object) -> str:

@@ -12,6 +12,7 @@ touches an object the program made.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -95,9 +96,17 @@ class _Worker:
         finally:
             os.close(write_fd)
         self.result_fd = read_fd
+        self.inner: int | None = None  # pidfd of the process that runs the program (walls on)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        first = _read_some(self.result_fd, 1, timeout)
+        try:
+            first = _read_some(self.result_fd, 1, timeout)
+            if first == b"P":
+                self.inner = self._open_inner(_read_some(self.result_fd, 10, timeout))
+                first = _read_some(self.result_fd, 1, timeout)
+        except BaseException:  # Ctrl-C while it starts: it must not outlive us
+            self.dispose()
+            raise
         if first == b"R":
             return
         rest = _read_some(self.result_fd, 65536, 2.0) if first == b"E" else b""
@@ -115,6 +124,23 @@ class _Worker:
             "the sandbox worker did not start" + (f": {err.strip()[-500:]}" if err else ""),
             hint="set LLAMAPIPE_DEBUG=1 and report this with the output",
         )
+
+    def _open_inner(self, digits: bytes) -> int | None:
+        """A pidfd for the walled child, once it is sure to be ours (its parent is our worker,
+        which we have not reaped, so neither pid can have been reused)."""
+        try:
+            pidfd = os.pidfd_open(int(digits))
+        except (ValueError, OSError):
+            return None
+        try:
+            stat = Path(f"/proc/{int(digits)}/stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            parent = -1
+        if parent != self.proc.pid:
+            os.close(pidfd)
+            return None
+        return pidfd
 
     def _stderr_now(self) -> str:
         assert self.proc.stderr is not None
@@ -171,12 +197,28 @@ class _Worker:
         )
 
     def kill(self) -> None:
+        """Stop the program now. With the walls on, only the inside process is killed: the
+        outside half reaps it and exits, so nothing is orphaned (see _worker.build_walls)."""
+        if self.inner is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.inner, signal.SIGKILL)
+                return
+        self._kill_group()
+
+    def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def dispose(self) -> None:
         self.kill()
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # the outside half is stuck: stop the group
+            self._kill_group()
+            self.proc.wait()
+        if self.inner is not None:
+            os.close(self.inner)
+            self.inner = None
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None and not stream.closed:
                 stream.close()
@@ -195,10 +237,13 @@ class _Reaper:
         self._queue: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._pending = 0
+        self._done = threading.Condition(self._lock)
 
     def dispose(self, worker: _Worker) -> None:
         worker.kill()  # at once: nothing of a run outlives it, even while queued
         with self._lock:
+            self._pending += 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="llamapipe-sandbox-reaper", daemon=True
@@ -206,12 +251,33 @@ class _Reaper:
                 self._thread.start()
         self._queue.put(worker)
 
+    def drain(self, timeout: float = 10.0) -> None:
+        """Collect every queued worker now (at close and at exit: a process that exits
+        with unreaped children hands them to whoever adopts orphans)."""
+        while True:
+            try:
+                worker = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._collect(worker)
+        with self._lock:  # one may be in the reaper thread's hands
+            self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _collect(self, worker: _Worker) -> None:
+        try:
+            worker.dispose()
+        finally:
+            with self._lock:
+                self._pending -= 1
+                self._done.notify_all()
+
     def _loop(self) -> None:
         while True:
-            self._queue.get().dispose()
+            self._collect(self._queue.get())
 
 
 _reaper = _Reaper()
+atexit.register(_reaper.drain)
 
 
 def _read_some(fd: int, n: int, timeout: float) -> bytes:
@@ -333,6 +399,8 @@ class Sandbox:
         self._closed = False
         self._started = False
         self._filler: threading.Thread | None = None
+        self._busy: set[_Worker] = set()  # running a program now, in any thread
+        self._idle_again = threading.Condition(self._lock)
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -365,10 +433,15 @@ class Sandbox:
             raise SandboxError("this sandbox is closed", hint="make a new Sandbox()")
         self.start()
         worker = self._take()
+        with self._lock:
+            self._busy.add(worker)
         try:
             return worker.execute(code, self.limits)
         finally:
             _reaper.dispose(worker)
+            with self._lock:
+                self._busy.discard(worker)
+                self._idle_again.notify_all()
 
     def warm(self, timeout: float = READY_TIMEOUT) -> bool:
         """Wait until a walled worker is ready (what a run normally finds); False on timeout."""
@@ -381,10 +454,21 @@ class Sandbox:
         return True
 
     def close(self) -> None:
+        """Stop and reap every worker of this sandbox, and every used one still queued."""
         self._closed = True
         self._wanted.set()
+        # Programs still running in other threads (a Ctrl-C reaches only the main one):
+        # stop them, and let their runs hand the workers to the reaper.
+        with self._lock:
+            for worker in self._busy:
+                worker.kill()
+            self._idle_again.wait_for(lambda: not self._busy, timeout=5.0)
         if self._filler is not None:
             self._filler.join(timeout=READY_TIMEOUT)
+        self._dispose_ready()
+        _reaper.drain()
+
+    def _dispose_ready(self) -> None:
         while True:
             try:
                 self._ready.get_nowait().dispose()
@@ -422,12 +506,15 @@ class Sandbox:
                     break
                 if self._closed:
                     worker.dispose()
-                    return
+                    break
                 with self._lock:
                     self._idle += 1
                 self._ready.put(worker)
             self._wanted.wait()
             self._wanted.clear()
+        # Before this thread ends: its workers die with it (PR_SET_PDEATHSIG), and killed
+        # that way their walled child would be orphaned, not reaped.
+        self._dispose_ready()
 
 
 def check_system() -> None:

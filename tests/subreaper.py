@@ -1,0 +1,124 @@
+"""Run the CLI under a parent that never reaps orphans, then report what was left behind.
+
+A container's pid 1 that is not an init adopts orphans and never reaps them, so anything a
+CLI run leaves behind stays as a zombie (or runs on). This script stands in for that pid 1:
+it becomes a child subreaper (orphans of its descendants come to it, not to the real
+init), runs `llamapipe ARGS...` in a forked child, waits for that child only, and prints
+JSON: the CLI's exit code and every process still parented to it.
+
+    python tests/subreaper.py [--interrupt-after S] [--kill-after S] [--program TEXT] -- ARGS
+
+--program: the PAL model's reply (a scripted model stands in for a real one).
+--interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds.
+--kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def children_of(pid: int) -> list[dict[str, object]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append({"pid": int(entry.name), "state": fields[0]})
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        for child in children_of(todo.pop()):
+            seen.append(int(child["pid"]))  # type: ignore[call-overload]
+            todo.append(int(child["pid"]))  # type: ignore[call-overload]
+    return seen
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def run_cli(argv: list[str], program: str | None) -> None:
+    """The forked child: the CLI, with a scripted model when a program is given."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if program is not None:
+        from types import SimpleNamespace
+
+        from commands import common
+        from tests.fakes import ScriptedChat
+
+        model = ScriptedChat(lambda prompt: program)
+        backend = SimpleNamespace(
+            name="fake", model="scripted", reason="test", chat=model, completion=model
+        )
+        common.load_model = lambda settings: backend  # type: ignore[assignment]
+    from cli import main
+
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--interrupt-after", type=float)
+    parser.add_argument("--kill-after", type=float)
+    parser.add_argument("--program")
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    child = os.fork()
+    if child == 0:
+        run_cli(argv, args.program)
+    watched: list[int] = []
+    if args.interrupt_after is not None:
+        time.sleep(args.interrupt_after)
+        os.kill(child, signal.SIGINT)
+    if args.kill_after is not None:
+        time.sleep(args.kill_after)
+        watched = descendants(child)
+        os.kill(child, signal.SIGKILL)
+    _, status = os.waitpid(child, 0)
+    time.sleep(1.0)  # orphans reach their new parent only as their old one goes
+    print(
+        json.dumps(
+            {
+                "exit": os.waitstatus_to_exitcode(status),
+                "left": children_of(os.getpid()),
+                "watched": watched,
+                "alive": [pid for pid in watched if alive(pid)],
+            }
+        )
+    )
+    # Exit without reaping: whatever is left goes to the real init, as in a container.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
