@@ -5,16 +5,50 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install demo test test-fast test-ollama bench lint clean
+.PHONY: install lock demo test test-fast test-ollama bench lint clean
+
+# The exact versions CI tested; `make install` installs these and nothing newer.
+# Upgrading is deliberate: `make lock` re-resolves from pyproject.toml's ranges, then runs the suite.
+LOCK := requirements.lock
+
+# llama.cpp's AMX kernels crash on Intel CPUs that have AMX (upstream: "segfault in
+# ggml_backend_amx_mul_mat"), and llama-cpp-python builds them with -march=native. Build
+# without them; this reaches every user of the build, `python -m llama_cpp.server` too.
+# (GCC honours -mno-* given before the -march=native that llama.cpp's CMake adds.)
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+endif
+PIP := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
+	$(BIN)/pip --disable-pip-version-check
+BUILD_CHECK := $(BIN)/python -c \
+	"from pipelines.backends.llama_build import main; raise SystemExit(main(['--check']))"
 
 install: $(STAMP)
 
-# Re-runs only when pyproject.toml changes. llama-cpp-python compiles llama.cpp the
-# first time (about 5 minutes on 2 cores); pip caches the wheel after that.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or the lock changes. llama-cpp-python compiles llama.cpp
+# the first time (about 5 minutes on 2 cores); pip caches the wheel after that. pip's cache
+# ignores CMAKE_ARGS, so a cached wheel built with AMX is caught by the check and rebuilt.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/pip install --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -c $(LOCK) -e '.[dev]'
+	$(BUILD_CHECK) >/dev/null || { \
+	    echo "rebuilding llama-cpp-python without AMX"; \
+	    $(PIP) install -c $(LOCK) --force-reinstall --no-deps --no-cache-dir llama-cpp-python \
+	    && $(BUILD_CHECK); }
 	touch $(STAMP)
+
+# Re-resolve every dependency from pyproject.toml's ranges in a scratch venv, write the lock,
+# then install it and run the whole suite: an upgrade lands only with a green suite.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
+	    .lock-venv/bin/pip --disable-pip-version-check install -e '.[dev]'
+	{ echo "# Exact versions CI tested; written by \`make lock\` (see the Makefile)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf .lock-venv
+	$(MAKE) test
 
 # The main job on the embedded model: no server, no download.
 DEMO_ENV := LLAMAPIPE_BACKEND=embedded
@@ -51,4 +85,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache bench/results
+	rm -rf $(VENV) .lock-venv dist build .pytest_cache .mypy_cache .ruff_cache bench/results

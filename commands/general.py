@@ -65,7 +65,11 @@ def models(as_json: JsonFlag = False) -> None:
     host = normalize_host(settings.ollama_host)
     with spinner(f"Asking Ollama at {host}..."):
         status = probe(host, settings.probe_timeout)
-    embedded: dict[str, Any] = {"llama_cpp": llama_cpp_version()}
+    embedded: dict[str, Any] = {"llama_cpp": llama_cpp_version(), "llama_cpp_amx": None}
+    if embedded["llama_cpp"]:
+        from pipelines.backends.llama_build import has_amx
+
+        embedded["llama_cpp_amx"] = has_amx()  # then models load with extra buffers off
     try:
         info = read_gguf_info(embedded_gguf(settings))
         embedded.update(
@@ -134,6 +138,13 @@ def _print_models(doc: dict[str, Any]) -> None:
             f"context {embedded['context_length']}"
         )
     llama = embedded["llama_cpp"] or "[red]not installed[/red]"
+    if embedded["llama_cpp_amx"]:  # see pipelines/backends/llama_build.py
+        llama += (
+            " [yellow](built with AMX kernels: loaded with extra buffer types off; "
+            "`make install` rebuilds it without them)[/yellow]"
+        )
+    elif embedded["llama_cpp"]:
+        llama += " (no AMX kernels)"
     out.print(f"         llama-cpp-python {llama}")
     out.print(f"[b]auto[/b]     → {doc['auto']['choice']}: {doc['auto']['reason']}")
 

@@ -96,6 +96,7 @@ def test_models_json_with_nothing_listening(
     assert doc["embedded"]["architecture"] == "llama"
     assert doc["embedded"]["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert doc["embedded"]["size_bytes"] > 90e6 and doc["embedded"]["llama_cpp"]
+    assert doc["embedded"]["llama_cpp_amx"] is False  # make install builds without AMX
     assert doc["auto"]["choice"] == "embedded" and "connection refused" in doc["auto"]["reason"]
 
 

@@ -30,13 +30,21 @@ class IndexRetriever(BaseRetriever):
     min_cosine: float = 0.5
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun | None = None
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun | None = None,
+        k: int | None = None,
     ) -> list[Document]:
-        return [self._to_document(hit, score) for hit, score in self.hits(query)]
+        """`retriever.invoke(query, k=2)` asks for at most 2, as LangChain's retrievers allow."""
+        return [self._to_document(hit, score) for hit, score in self.hits(query, k)]
 
-    def hits(self, query: str) -> list[tuple[Hit, float]]:
-        """(hit, fused score), best first, at most k, relevant ones only."""
-        pool = self.k * 4
+    def hits(self, query: str, k: int | None = None) -> list[tuple[Hit, float]]:
+        """(hit, fused score), best first, at most k (default: self.k), relevant ones only."""
+        k = self.k if k is None else k
+        if k < 1:
+            return []
+        pool = k * 4
         tokens = tokenize(query)
         terms = set(tokens)
         needed = max(1, math.ceil(self.min_overlap * len(terms)))
@@ -47,14 +55,14 @@ class IndexRetriever(BaseRetriever):
         ]
         dense = [h for h in self.index.dense_search(query, pool) if h.score >= self.min_cosine]
         if not dense:
-            return [(h, h.score) for h in lexical[: self.k]]
+            return [(h, h.score) for h in lexical[:k]]
         fused: dict[int, float] = {}
         by_row: dict[int, Hit] = {}
         for ranking in (lexical, dense):
             for rank, hit in enumerate(ranking):
                 fused[hit.chunk.row] = fused.get(hit.chunk.row, 0.0) + 1.0 / (RRF_K + rank + 1)
                 by_row.setdefault(hit.chunk.row, hit)
-        best = sorted(fused, key=lambda row: -fused[row])[: self.k]
+        best = sorted(fused, key=lambda row: -fused[row])[:k]
         return [(by_row[row], fused[row]) for row in best]
 
     @staticmethod

@@ -1,0 +1,96 @@
+"""LangChain's own conformance suites (`langchain-tests`) for what llamapipe hands to LangChain.
+
+The embedded chat model runs the unit suite (construction, parameters, serialization) and
+the integration suite against the real GGUF model (invoke, stream, batch, usage metadata on
+whole and streamed answers, stop sequences, multi-turn, Korean...). The retriever runs the
+retriever suite (`k` in the constructor and in `invoke`). Features the model does not have
+(tool calling, structured output, images) are declared absent, which the suites then skip
+by their own rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_tests.integration_tests import ChatModelIntegrationTests, RetrieversIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from pipelines.backends.embedded import EmbeddedChatModel
+from pipelines.backends.gguf import default_gguf
+from pipelines.rag import Index, IndexRetriever
+from tests.corpora import hyangga_corpus
+
+
+class _EmbeddedChat:
+    """What both chat suites need to know about the embedded model."""
+
+    @property
+    def chat_model_class(self) -> type[EmbeddedChatModel]:
+        return EmbeddedChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        # The suites add their standard parameters (max_tokens=100, temperature=0, stop...).
+        return {"model_path": default_gguf()}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+
+class TestEmbeddedChatUnit(_EmbeddedChat, ChatModelUnitTests):
+    pass
+
+
+@pytest.mark.slow
+class TestEmbeddedChatIntegration(_EmbeddedChat, ChatModelIntegrationTests):
+    pass
+
+
+@pytest.fixture(scope="module")
+def hyangga_index(tmp_path_factory: pytest.TempPathFactory) -> Index:
+    root = tmp_path_factory.mktemp("standard-retriever")
+    hyangga_corpus(root / "docs")
+    index = Index(root / "index")
+    index.ingest([root / "docs"])
+    return index
+
+
+class TestIndexRetriever(RetrieversIntegrationTests):
+    index: Index
+
+    @pytest.fixture(autouse=True)
+    def _built(self, hyangga_index: Index) -> None:
+        self.index = hyangga_index
+
+    @property
+    def retriever_constructor(self) -> type[IndexRetriever]:
+        return IndexRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        return {"index": self.index, "k": 4}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "처용가를 지은 사람은 누구인가?"
+
+
+def test_k_is_honoured_per_call(hyangga_index: Index) -> None:
+    """The suite's `invoke(query, k=...)`, with the order kept: k=1 is the best of k=3."""
+    retriever = IndexRetriever(index=hyangga_index, k=5)
+    three = retriever.invoke("처용가를 지은 사람은 누구인가?", k=3)
+    one = retriever.invoke("처용가를 지은 사람은 누구인가?", k=1)
+    assert len(three) == 3 and len(one) == 1
+    assert one[0].page_content == three[0].page_content
+    assert Path(one[0].metadata["source"]).name == "hyangga-00.txt"  # 처용가
