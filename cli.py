@@ -20,8 +20,10 @@ from pipelines import __version__
 from pipelines.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     LlamapipeError,
     PromptTruncatedWarning,
+    UsageError,
 )
 
 app = typer.Typer(
@@ -105,17 +107,33 @@ def main(argv: list[str] | None = None) -> int:
     except LlamapipeError as exc:
         report(exc)
         return exc.exit_code
-    except Exception as exc:  # a bug: keep it short, unless asked for the traceback
-        if os.environ.get("LLAMAPIPE_DEBUG"):
-            raise
-        err.print(
-            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
-            "[yellow]hint:[/yellow] this is a bug in llamapipe; rerun with LLAMAPIPE_DEBUG=1 "
-            "for the traceback and report it",
-            highlight=False,
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal(exc)
+        # A path the user gave or owns (an output folder, a config or data dir): theirs to fix.
+        path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        report(
+            UsageError(
+                f"cannot use {path}: {exc.strerror}", hint="check the path and its permissions"
+            )
         )
-        return 1
+        return EXIT_USAGE
+    except Exception as exc:  # a bug
+        return _internal(exc)
     return EXIT_OK
+
+
+def _internal(exc: BaseException) -> int:
+    """A bug: one short message, unless LLAMAPIPE_DEBUG asks for the traceback."""
+    if os.environ.get("LLAMAPIPE_DEBUG"):
+        raise exc
+    err.print(
+        f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
+        "[yellow]hint:[/yellow] this is a bug in llamapipe; rerun with LLAMAPIPE_DEBUG=1 "
+        "for the traceback and report it",
+        highlight=False,
+    )
+    return 1
 
 
 def entry() -> None:

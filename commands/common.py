@@ -109,4 +109,8 @@ def load_model(settings: Settings) -> Any:
 
 def text_arg(value: str) -> str:
     """A text argument, where '-' means: read it from standard input."""
-    return sys.stdin.read() if value == "-" else value
+    if value != "-":
+        return value
+    from pipelines.inputs import decode_text
+
+    return decode_text(sys.stdin.buffer.read(), "standard input")

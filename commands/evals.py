@@ -13,6 +13,7 @@ from rich.table import Table
 from commands import common
 from commands.common import JsonFlag, err, out, print_json
 from pipelines.errors import EXIT_FAILED, UsageError
+from pipelines.inputs import writable_folder
 from pipelines.settings import load_settings
 
 app = typer.Typer(
@@ -44,7 +45,7 @@ def run(
 
     spec = load_spec(spec_path)
     settings = load_settings()
-    where = _out(out_dir)
+    where = writable_folder(_out(out_dir), "runs folder")  # before any model loads
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,8 +12,8 @@ from commands.common import JsonFlag, err, out, print_json
 from pipelines.errors import (
     EXIT_FAILED,
     EXIT_OK,
-    UsageError,
 )
+from pipelines.inputs import decode_text, read_text
 from pipelines.settings import load_settings
 
 # -- sandbox ---------------------------------------------------------------------------------
@@ -73,19 +72,9 @@ def sandbox_run(
 
 
 def _read_program(file: str) -> str:
-    try:
-        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-        return raw.decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"no such file: {file}", hint="pass a Python file, or - for stdin"
-        ) from None
-    except IsADirectoryError:
-        raise UsageError(f"{file} is a directory", hint="pass a Python file") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{file} is not UTF-8 text ({exc.reason})", hint="save it as UTF-8"
-        ) from None
+    if file == "-":
+        return decode_text(sys.stdin.buffer.read(), "standard input")
+    return read_text(file, "program")
 
 
 def _print_run(result: Any) -> None:

@@ -30,6 +30,7 @@ from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
 from pipelines.errors import ContextOverflowError, PromptTruncatedWarning, UsageError, first_problem
+from pipelines.inputs import writable_folder
 from pipelines.settings import Settings
 from prompts import load_prompt, show
 
@@ -226,7 +227,7 @@ def append_line(path: Path, row: dict[str, Any]) -> None:
 
 def open_run(out: Path, spec: EvalSpec) -> tuple[Path, bool]:
     """The unfinished run of this spec to resume, else a new one: (folder, resumed)."""
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "runs folder")
     run_dir = find_unfinished(out, spec)
     if run_dir is not None:
         return run_dir, True

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.errors import UsageError, first_problem
+from pipelines.inputs import read_text
 
 METRICS = {
     "translate": ("chrf", "chrf++", "bleu", "ter"),
@@ -97,14 +98,23 @@ class EvalSpec(BaseModel):
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's many lines as one: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{where}: {problem}"
+
+
 def load_spec(path: str | Path) -> EvalSpec:
     path = Path(path)
+    text = read_text(path, "spec")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"no such spec: {path}", hint="pass a YAML eval spec") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({exc})", hint="check indentation") from None
+        raise UsageError(
+            f"{path}: {yaml_problem(exc)}", hint="check the indentation there"
+        ) from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: a spec is a mapping (name, task, dataset, systems, ...)")
     try:
@@ -112,7 +122,7 @@ def load_spec(path: str | Path) -> EvalSpec:
     except ValidationError as exc:
         where, message, _ = first_problem(exc)
         raise UsageError(
-            f"{path}: {where or '(top level)'}: {message}",
+            f"{path}: {where}: {message}" if where else f"{path}: {message}",
             hint="see the README's Evals section for the spec format",
         ) from None
     spec.path = path

@@ -125,4 +125,7 @@ def first_problem(exc: Exception) -> tuple[str, str, object]:
     """(field path, message, input) of a pydantic ValidationError's first error, so every
     caller can say which value is wrong in one line."""
     first = exc.errors()[0]  # type: ignore[attr-defined]
-    return ".".join(str(p) for p in first["loc"]), str(first["msg"]), first.get("input")
+    message = str(first["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording, not ours
+        message = message.removeprefix(prefix)
+    return ".".join(str(p) for p in first["loc"]), message, first.get("input")

@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UsageError
+from pipelines.inputs import read_text
 
 
 def read_jsonl(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"no such {what}: {path}", hint="check the path") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
+    lines = read_text(path, what).splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -3,7 +3,8 @@
 Where a value comes from, highest priority first:
 
 1. CLI flags (or keyword arguments to `load_settings`)
-2. `LLAMAPIPE_<FIELD>` environment variables (lists and dicts as JSON)
+2. `LLAMAPIPE_<FIELD>` environment variables (lists as JSON or comma-separated:
+   `LLAMAPIPE_SANDBOX_MODULES=numpy,sympy`)
 3. `OLLAMA_HOST`, the variable Ollama's own tools read (for `ollama_host` only)
 4. the TOML config file: `$LLAMAPIPE_CONFIG`, else `<user config dir>/llamapipe/config.toml`
    (`~/.config/llamapipe/config.toml` on Linux)
@@ -14,6 +15,7 @@ Where a value comes from, highest priority first:
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -141,7 +143,7 @@ class Settings(BaseSettings):
         # `Settings()` reads the same layers as `load_settings`, minus origin tracking.
         return (
             init_settings,
-            env_settings,
+            _EnvSource(settings_cls),
             _OllamaHostSource(settings_cls),
             TomlConfigSettingsSource(settings_cls, toml_file=default_config_file()),
         )
@@ -153,6 +155,21 @@ class Settings(BaseSettings):
     @property
     def config_file(self) -> Path:
         return self._config_file or default_config_file()
+
+
+class _EnvSource(EnvSettingsSource):
+    """`LLAMAPIPE_*` variables; a list may be written as JSON or as `a,b,c`, as people do."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if isinstance(value, str) and not value.lstrip().startswith(("[", "{")):
+                return [part.strip() for part in value.split(",") if part.strip()]
+            raise ConfigError(
+                f"{ENV_PREFIX}{field_name.upper()} is not valid JSON: {value[:80]!r}",
+                hint='write a list as ["a", "b"] or as a,b',
+            ) from None
 
 
 class _OllamaHostSource(PydanticBaseSettingsSource):
@@ -204,7 +221,7 @@ def _read_layers(cli: dict[str, Any], path: Path) -> list[tuple[str, dict[str, A
             f"cannot read config file {path}: {exc.strerror}",
             hint="check its permissions, or point LLAMAPIPE_CONFIG at another one",
         ) from None
-    env_values = EnvSettingsSource(Settings)()
+    env_values = _EnvSource(Settings)()
     return [
         ("cli", cli),
         ("env " + ENV_PREFIX + "*", env_values),
@@ -217,10 +234,11 @@ def _config_error(exc: ValidationError, origins: dict[str, str], path: Path) -> 
     first = exc.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "?"
     if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
         known = ", ".join(Settings.model_fields)
         return ConfigError(
             f"unknown setting '{field}' in {origins.get(field, f'file {path}')}",
-            hint=f"known settings: {known}",
+            hint=f"did you mean '{close[0]}'?" if close else f"known settings: {known}",
         )
     origin = origins.get(field, "default")
     where = {"cli": f"--{field.replace('_', '-')}"}.get(origin, origin)

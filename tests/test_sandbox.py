@@ -261,7 +261,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     r = run_cli(capsys, "sandbox", "run", str(tmp_path / "missing.py"))
-    assert r.code == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    assert r.code == 2 and "no such program file" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.py"
     bad.write_bytes(b"\xff\xfe\x00")
     r = run_cli(capsys, "sandbox", "run", str(bad))

@@ -120,3 +120,34 @@ def test_describe_lists_every_field_with_a_description() -> None:
     assert all(r["description"] for r in rows), "every setting is documented"
     backend = next(r for r in rows if r["name"] == "backend")
     assert backend["source"] == "cli" and backend["env"] == "LLAMAPIPE_BACKEND"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("numpy", ["numpy"]), ("numpy, sympy", ["numpy", "sympy"]), ('["numpy"]', ["numpy"])],
+)
+def test_list_settings_from_the_environment_take_plain_or_json(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: list[str]
+) -> None:
+    """The README writes LLAMAPIPE_SANDBOX_MODULES=numpy; that must not be an internal error."""
+    monkeypatch.setenv("LLAMAPIPE_SANDBOX_MODULES", raw)
+    monkeypatch.setenv("LLAMAPIPE_STOP", "foo")
+    settings = load_settings()
+    assert settings.sandbox_modules == expected
+    assert settings.stop == ["foo"]
+
+
+def test_broken_json_list_in_the_environment_says_how_to_write_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LLAMAPIPE_STOP", '["a,b"')
+    with pytest.raises(ConfigError, match="LLAMAPIPE_STOP is not valid JSON") as info:
+        load_settings()
+    assert info.value.exit_code == EXIT_USAGE and "a,b" in (info.value.hint or "")
+
+
+def test_a_misspelt_setting_gets_a_suggestion(isolated_user_state: Path) -> None:
+    write_config(isolated_user_state, "max_token = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'max_token'") as info:
+        load_settings()
+    assert info.value.hint == "did you mean 'max_tokens'?"

