@@ -8,6 +8,7 @@ and leave as one red line, a hint, and the exit code documented in the README.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from pipelines.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    Interrupted,
     LlamapipeError,
     PromptTruncatedWarning,
     UsageError,
@@ -100,10 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         # Standalone mode: typer reports usage errors (exit 2) and turns Ctrl-C into 130.
         app(args=argv, prog_name="llamapipe")
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else 1
+        code = exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else 1
+        if code == EXIT_INTERRUPTED:  # typer's answer to a KeyboardInterrupt
+            err.print("[bold yellow]interrupted[/bold yellow]")
+        return code
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("[bold yellow]interrupted[/bold yellow]")
         return EXIT_INTERRUPTED
+    except Interrupted as exc:
+        err.print(f"[bold yellow]interrupted:[/bold yellow] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+        return exc.exit_code
     except LlamapipeError as exc:
         report(exc)
         return exc.exit_code
@@ -136,8 +146,26 @@ def _internal(exc: BaseException) -> int:
     return 1
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """The first Ctrl-C stops the command (KeyboardInterrupt in the main thread); later ones
+    are ignored, so they cannot break the clean-up it starts (stopping sandboxed programs,
+    rolling back an ingest) halfway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
-    sys.exit(main())
+    """The console script: `main` with Ctrl-C handled as a command-line program should."""
+    signal.signal(signal.SIGINT, _interrupt)
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # Model calls still running in worker threads (PAL samples, batches) cannot be
+        # cancelled, and a normal exit would wait for each to finish. Everything worth keeping
+        # was kept or rolled back on the way out, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

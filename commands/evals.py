@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from commands import common
 from commands.common import JsonFlag, err, out, print_json
-from pipelines.errors import EXIT_FAILED, UsageError
+from pipelines.errors import EXIT_FAILED, Interrupted, UsageError
 from pipelines.inputs import writable_folder
 from pipelines.settings import load_settings
 
@@ -41,17 +42,19 @@ def run(
     """Run a spec (resuming an unfinished run of it), score it, write reports and history."""
     from evals.runner import run_spec
     from evals.schedule import run_lock
-    from evals.spec import load_spec
+    from evals.spec import check_inputs, load_spec
 
     spec = load_spec(spec_path)
+    check_inputs(spec)  # what it reads is there: before any folder is made or model loads
     settings = load_settings()
-    where = writable_folder(_out(out_dir), "runs folder")  # before any model loads
+    where = writable_folder(_out(out_dir), "runs folder")
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("[dim]{task.fields[note]}"),
         console=err,
+        disable=not err.is_terminal,  # no stale bar in logs and pipes
     )
 
     def factory(s: Any) -> Any:
@@ -67,18 +70,17 @@ def run(
                 bar,
                 total=p.total,
                 completed=p.done,
-                note=f"{p.model_calls} calls, {p.cached} cached",
+                note=f"{p.model_calls} calls, {p.cached} cached"
+                + (f", {p.resumed} resumed" if p.resumed else ""),
             )
 
-        if scheduled:
-            with run_lock(where):
+        try:
+            with run_lock(where) if scheduled else contextlib.nullcontext():
                 summary = run_spec(
                     spec, where, settings=settings, backend_factory=factory, on_step=step
                 )
-        else:
-            summary = run_spec(
-                spec, where, settings=settings, backend_factory=factory, on_step=step
-            )
+        except KeyboardInterrupt:
+            raise _interrupted_run(where, spec, spec_path) from None
     run_dir = where / summary["run_id"]
     if as_json:
         print_json(summary)
@@ -100,6 +102,18 @@ def run(
             )
         if scheduled:
             raise typer.Exit(EXIT_FAILED)
+
+
+def _interrupted_run(where: Path, spec: Any, spec_path: Path) -> Interrupted:
+    """What an interrupted run kept: every finished output is on disk, and the run resumes."""
+    from evals.runner import find_unfinished, read_results
+
+    run_dir = find_unfinished(where, spec)
+    kept = len(read_results(run_dir / "results.jsonl")) if run_dir else 0
+    return Interrupted(
+        f"{kept} finished outputs kept in {run_dir or where}",
+        hint=f"run `llamapipe eval run {spec_path}` again to resume where it stopped",
+    )
 
 
 @app.command("report")
@@ -184,6 +198,12 @@ def history(
     from evals.report import write_index
 
     where = _out(out_dir)
+    if where.exists() and not where.is_dir():
+        raise UsageError(
+            f"{where} is a file, not a runs folder", hint="pass the --out folder of eval run"
+        )
+    if out_dir is not None and not where.exists():
+        raise UsageError(f"no runs folder at {where}", hint="pass the --out folder of eval run")
     runs = load_history(where)
     if as_json:
         print_json(runs)
@@ -235,9 +255,9 @@ def schedule(
     import platformdirs
 
     from evals.schedule import cron_line, install_cron, install_systemd, systemd_units
-    from evals.spec import load_spec
+    from evals.spec import check_inputs, load_spec
 
-    load_spec(spec_path)  # a bad spec fails now, not at 3 a.m.
+    check_inputs(load_spec(spec_path))  # a bad spec fails now, not at 3 a.m.
     if systemd:
         units = systemd_units(cron, spec_path, _out(out_dir))
         if install:

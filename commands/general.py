@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -132,7 +133,7 @@ def _print_models(doc: dict[str, Any]) -> None:
     else:
         out.print(
             f"[b]embedded[/b] {embedded['path']}\n"
-            f"         {embedded['name']} · {embedded['architecture']} · "
+            f"         {Path(embedded['path']).stem} · {embedded['architecture']} · "
             f"{embedded['parameters'] / 1e6:.0f}M parameters · "
             f"{embedded['size_bytes'] / 1e6:.0f} MB · "
             f"context {embedded['context_length']}"

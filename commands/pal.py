@@ -20,11 +20,7 @@ from commands.common import (
     spinner,
     with_model_flags,
 )
-from pipelines.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
-)
+from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from pipelines.settings import Settings
 
 # -- PAL -------------------------------------------------------------------------------------
@@ -52,7 +48,10 @@ def _pal_parts(settings: Settings, form: str) -> tuple[Any, Any]:
     from pipelines.sandbox import Limits, Sandbox
 
     if form not in ("chat", "completion"):
-        raise UsageError(f"--form must be chat or completion, not {form!r}")
+        raise UsageError(
+            f"--form must be chat or completion, not {form!r}",
+            hint="chat (the default) or completion (a raw-text prompt)",
+        )
     backend = common.load_model(settings)
     announce(backend)
     sandbox = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
@@ -86,11 +85,14 @@ def pal_ask(
     from rich.syntax import Syntax
 
     from pipelines.pal import PAL, PALEvent, PALResult
+    from pipelines.pal.pipeline import resolve_task
     from prompts import show
 
     question = common.text_arg(question)
     if not question.strip():
         raise UsageError("the question is empty", hint='e.g. llamapipe pal ask "What is 6 * 7?"')
+    if form in ("chat", "completion"):  # an unknown task fails before the model loads
+        resolve_task(task, "chat" if form == "chat" else "completion")
     backend, sandbox = _pal_parts(settings, form)
     model = backend.chat if form == "chat" else backend.completion
     pal = PAL(model=model, sandbox=sandbox, task=task, samples=samples, retries=retries)
@@ -119,7 +121,7 @@ def pal_ask(
                     err.print(attempt.reply, markup=False, highlight=False)
                 if attempt.error:
                     err.print(f"[red]{attempt.error.type}[/red]: {attempt.error.message}")
-        if result.program:
+        if result.program and not show_program:  # --show-program printed it above
             out.print(Syntax(result.program, "python", theme="ansi_dark", line_numbers=False))
         if result.ok:
             out.print(f"[b]answer:[/b] {json.dumps(result.answer, ensure_ascii=False)}")
@@ -166,13 +168,20 @@ def pal_run(
     from pipelines.pal import PAL, Baseline, load_dataset, same_answer
 
     if method not in ("pal", "cot", "direct"):
-        raise UsageError(f"--method must be pal, cot or direct, not {method!r}")
+        raise UsageError(
+            f"--method must be pal, cot or direct, not {method!r}",
+            hint="pal runs the model's program; cot and direct are the baselines",
+        )
     items = load_dataset(dataset)[:limit]
     backend, sandbox = _pal_parts(settings, form)
     model = backend.chat if form == "chat" else backend.completion
     rows = []
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        disable=not err.is_terminal,
     )
     try:
         with progress:
@@ -206,6 +215,13 @@ def pal_run(
                     }
                 )
                 progress.advance(bar)
+    except KeyboardInterrupt:
+        hits = sum(r["correct"] for r in rows)
+        raise Interrupted(
+            f"after {len(rows)} of {len(items)} problems ({hits} correct so far); "
+            "pal run keeps no partial results",
+            hint="run it again; --limit N runs only the first N problems",
+        ) from None
     finally:
         sandbox.close()
     correct = sum(r["correct"] for r in rows)

@@ -20,7 +20,7 @@ from commands.common import (
     spinner,
     with_model_flags,
 )
-from pipelines.errors import EXIT_FAILED, EXIT_OK, UsageError
+from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from pipelines.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -36,8 +36,11 @@ IndexFlag = Annotated[
 ]
 
 
-def open_index(settings: Settings, index: Path | None, dense: bool = False) -> Any:
-    """The index; with `dense`, and an embeddings model available, vectors are used too."""
+def open_index(
+    settings: Settings, index: Path | None, dense: bool = False, create: bool = False
+) -> Any:
+    """The index; with `dense`, and an embeddings model available, vectors are used too.
+    Only `ingest` creates one: elsewhere a mistyped --index is an error, not a new index."""
     from pipelines.backends import load_embeddings
     from pipelines.rag import Index
 
@@ -45,7 +48,14 @@ def open_index(settings: Settings, index: Path | None, dense: bool = False) -> A
     if dense:
         embeddings, name, why = load_embeddings(settings)
         err.print(f"[dim]dense retrieval: {why}[/dim]", highlight=False)
-    return Index(index or settings.data_dir / "index", embeddings=embeddings, embed_model=name)
+    where = index or settings.data_dir / "index"
+    return Index(where, embeddings=embeddings, embed_model=name, create=create)
+
+
+def _shown(source: str) -> str:
+    from pipelines.rag.index import source_name
+
+    return source_name(source)
 
 
 _STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow",
@@ -60,7 +70,21 @@ def ingest(
 ) -> None:
     """Add documents to the index; unchanged files are skipped, changed ones replaced."""
     settings = load_settings()
-    idx = open_index(settings, index, dense=True)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(
+            f"no such file or folder: {', '.join(missing)}",
+            hint="check the paths; nothing was added",
+        )
+    from pipelines.rag.index import walk
+
+    found, problems = walk(paths)
+    if not found and not problems:  # before an index is made for nothing
+        raise UsageError(
+            f"found no documents in {', '.join(map(str, paths))}",
+            hint="llamapipe reads .txt, .md, .html and .pdf files (hidden ones are skipped)",
+        )
+    idx = open_index(settings, index, dense=True, create=True)
 
     def show(status: Any) -> None:
         if not as_json:
@@ -68,12 +92,19 @@ def ingest(
             why = f" ({status.reason})" if status.reason else ""
             chunks = f" {status.chunks} chunks" if status.chunks else ""
             err.print(
-                f"[{style}]{status.status:9}[/{style}] {status.source}{chunks}{why}",
+                f"[{style}]{status.status:9}[/{style}] {_shown(status.source)}{chunks}{why}",
                 highlight=False,
             )
 
-    with spinner("Reading and indexing..."):
-        report = idx.ingest([str(p) for p in paths], on_file=show)
+    try:
+        with spinner("Reading and indexing..."):
+            report = idx.ingest([str(p) for p in paths], on_file=show)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "files listed above as added or updated are in the index; no other file was "
+            "added (an ingest commits its files together)",
+            hint="run the same command again: unchanged files are skipped",
+        ) from None
     doc = report.to_json()
     doc["index"] = str(idx.path)
     if as_json:
@@ -134,7 +165,8 @@ def ask(
         out.rule("checked answer", style="dim")
         out.print(answer.answer, highlight=False)
     for c in answer.citations:
-        where = f"{c.source}" + (f" p.{c.page}" if c.page else "") + f" [{c.start}:{c.end}]"
+        page = f" p.{c.page}" if c.page else ""
+        where = f"{_shown(c.source)}{page} [{c.start}:{c.end}]"
         note = (
             " (attributed)"
             if c.attributed
@@ -171,7 +203,7 @@ def sources(index: IndexFlag = None, as_json: JsonFlag = False) -> None:
         return
     table = Table("source", "kind", "chunks", "bytes", header_style="bold")
     for r in rows:
-        table.add_row(r["source"], r["kind"], str(r["chunks"]), str(r["size"]))
+        table.add_row(_shown(r["source"]), r["kind"], str(r["chunks"]), str(r["size"]))
     out.print(table if rows else f"no documents in {idx.path}")
 
 
@@ -191,6 +223,6 @@ def remove(
     else:
         for s in statuses:
             why = f" ({s.reason})" if s.reason else ""
-            err.print(f"{s.status:9} {s.source}{why}", highlight=False)
+            err.print(f"{s.status:9} {_shown(s.source)}{why}", highlight=False)
     if not any(s.status == "removed" for s in statuses):
         raise typer.Exit(EXIT_FAILED)

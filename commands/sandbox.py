@@ -9,10 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from commands.common import JsonFlag, err, out, print_json
-from pipelines.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-)
+from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted
 from pipelines.inputs import decode_text, read_text
 from pipelines.settings import load_settings
 
@@ -60,8 +57,11 @@ def sandbox_run(
         memory_mb=memory,
         extra_modules=(*settings.sandbox_modules, *(allow_module or [])),
     )
-    with Sandbox(limits, workers=0, isolation=settings.sandbox_isolation) as sandbox:
-        result = sandbox.run(code)
+    try:
+        with Sandbox(limits, workers=0, isolation=settings.sandbox_isolation) as sandbox:
+            result = sandbox.run(code)
+    except KeyboardInterrupt:
+        raise Interrupted("the program was stopped; none of its processes is left") from None
     if result.unsafe:
         err.print("[bold yellow]UNSAFE:[/bold yellow] ran without OS walls (--isolation unsafe)")
     if as_json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,28 @@ def _when(ts: float) -> str:
 # -- markdown ---------------------------------------------------------------------------------
 
 
+def _counts(summary: dict[str, Any]) -> dict[str, str]:
+    """Where the outputs came from: summary key -> column title (resumed only when any)."""
+    counts = {"model_calls": "model calls", "cached": "cached"}
+    if any(info.get("resumed") for info in summary["systems"].values()):
+        counts["resumed"] = "resumed"
+    return counts
+
+
 def markdown(summary: dict[str, Any]) -> str:
     metrics = list(next(iter(summary["systems"].values()))["metrics"])
+    tokenizer = f", BLEU tokenizer `{summary['tokenize']}`" if summary.get("tokenize") else ""
+    counts = _counts(summary)
     lines = [
         f"# {summary['spec']} — run {summary['run_id']}",
         "",
-        f"{summary['items']} items, task `{summary['task']}`, BLEU tokenizer `{summary.get('tokenize')}`, "
+        f"{summary['items']} items, task `{summary['task']}`{tokenizer}, "
         f"95% intervals from {summary['bootstrap']['resamples']} paired bootstrap resamples"
         + (f" by `{summary['group_by']}`" if summary.get("group_by") else "")
         + ".",
         "",
-        "| system | " + " | ".join(metrics) + " | model calls | cached |",
-        "|---|" + "---:|" * (len(metrics) + 2),
+        "| system | " + " | ".join([*metrics, *counts.values()]) + " |",
+        "|---|" + "---:|" * (len(metrics) + len(counts)),
     ]
     for name, info in summary["systems"].items():
         cells = []
@@ -58,14 +69,13 @@ def markdown(summary: dict[str, Any]) -> str:
             v = info["metrics"][m]
             ci = v.get("ci")
             cells.append(_fmt(v["score"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
-        lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {info['model_calls']} | {info['cached']} |"
-        )
-    lines += ["", "## Signatures", ""]
+        cells += [str(info.get(key, 0)) for key in counts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     first = next(iter(summary["systems"].values()))["metrics"]
-    lines += [
-        f"- {m}: `{first[m].get('signature', '')}`" for m in metrics if first[m].get("signature")
-    ]
+    signed = [m for m in metrics if first[m].get("signature")]
+    if signed:
+        lines += ["", "## Signatures", ""]
+        lines += [f"- {m}: `{first[m]['signature']}`" for m in signed]
     if any(summary["pairs"].values()):
         lines += [
             "",
@@ -184,16 +194,21 @@ def report_html(
 ) -> str:
     metrics = list(next(iter(summary["systems"].values()))["metrics"])
     systems = list(summary["systems"])
+    counts = _counts(summary)
+    tokenizer = (
+        f" · BLEU tokenizer <code>{html.escape(summary['tokenize'])}</code>"
+        if summary.get("tokenize")
+        else ""
+    )
     b = [
         f"<h1>{html.escape(summary['spec'])}</h1>",
         f'<p class="muted">run {html.escape(summary["run_id"])} · {_when(summary["finished"])} · '
-        f"{summary['items']} items · BLEU tokenizer <code>{html.escape(str(summary.get('tokenize')))}</code> · "
+        f"{summary['items']} items · task <code>{html.escape(summary['task'])}</code>{tokenizer} · "
         f"95% intervals: {summary['bootstrap']['resamples']} paired bootstrap resamples</p>",
         '<h2>Scores</h2><table id="scores"><tr><th>system</th>',
     ]
-    b += [f"<th>{html.escape(m)}</th>" for m in metrics] + [
-        "<th>model calls</th><th>cached</th></tr>"
-    ]
+    b += [f"<th>{html.escape(m)}</th>" for m in metrics]
+    b += [f"<th>{title}</th>" for title in counts.values()] + ["</tr>"]
     for name in systems:
         info = summary["systems"][name]
         b.append(f"<tr><td>{html.escape(name)}</td>")
@@ -205,14 +220,15 @@ def report_html(
                 + (f'<br><span class="ci">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>' if ci else "")
                 + "</td>"
             )
-        b.append(
-            f'<td class="num">{info["model_calls"]}</td><td class="num">{info["cached"]}</td></tr>'
-        )
+        b += [f'<td class="num">{info.get(key, 0)}</td>' for key in counts] + ["</tr>"]
     b.append("</table>")
-    if runs:
-        b.append('<h2>Trend across runs</h2><div id="trends">')
+    b.append("<h2>Trend across runs</h2>")
+    if len(runs) > 1:
+        b.append('<div id="trends">')
         b += [trend_svg(runs, m) for m in metrics]
         b.append("</div>")
+    else:
+        b.append('<p class="muted">The first run of this spec: trends appear from the second.</p>')
     prev = summary.get("previous")
     b.append("<h2>Against the previous run</h2>")
     if not prev:
@@ -245,7 +261,46 @@ def report_html(
                     f"<td class=num>{p['p']:.3f}</td></tr>"
                 )
         b.append("</table>")
+    b += _items_table(items, rows, systems) if items else _answers_table(rows, systems)
+    return _page(f"{summary['spec']} {summary['run_id']}", "".join(b))
+
+
+def _answers_table(rows: list[dict[str, Any]], systems: list[str]) -> list[str]:
+    """PAL and RAG items: the question, what was expected, each system's answer and scores."""
     by_key = {(r["system"], r["id"]): r for r in rows}
+    ids = list(dict.fromkeys(r["id"] for r in rows))
+    b = [
+        '<h2>Items</h2><p class="muted">Each system\'s answer and its scores for the item.</p>'
+        '<table id="items"><tr><th>item</th><th>expected</th>'
+    ]
+    b += [f"<th>{html.escape(s)}</th>" for s in systems] + ["</tr>"]
+    for item_id in ids:
+        first = next(r for r in rows if r["id"] == item_id)
+        expected = first.get("expected")
+        shown = ", ".join(map(str, expected)) if isinstance(expected, list) else expected
+        b.append(
+            f"<tr><td><b>{html.escape(str(item_id))}</b>"
+            f"<pre>{html.escape(str(first.get('input', '')))}</pre></td>"
+            f"<td><pre>{html.escape('' if shown is None else str(shown))}</pre></td>"
+        )
+        for s in systems:
+            row = by_key.get((s, item_id))
+            if row is None:
+                b.append("<td></td>")
+                continue
+            scores = " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items())
+            output = row.get("output")
+            text = json.dumps(output, ensure_ascii=False) if not isinstance(output, str) else output
+            b.append(f'<td><pre>{html.escape(text)}</pre><span class="ci">{scores}</span></td>')
+        b.append("</tr>")
+    b.append("</table>")
+    return b
+
+
+def _items_table(items: list[Item], rows: list[dict[str, Any]], systems: list[str]) -> list[str]:
+    """Translation items: each output with what differs from the first reference marked."""
+    by_key = {(r["system"], r["id"]): r for r in rows}
+    b = []
     b.append(
         '<h2>Items</h2><p class="muted">Outputs with what differs from the first reference: '
         '<del>missing</del> <ins>added</ins>.</p><table id="items"><tr><th>source</th><th>references</th>'
@@ -267,7 +322,7 @@ def report_html(
             )
         b.append("</tr>")
     b.append("</table>")
-    return _page(f"{summary['spec']} {summary['run_id']}", "".join(b))
+    return b
 
 
 def write_reports(
@@ -287,7 +342,10 @@ def write_index(out: Path) -> Path:
         runs = [r for r in history if r["spec"] == spec]
         metrics = sorted({m for r in runs for s in r["systems"].values() for m in s})
         body.append(f"<h2>{html.escape(spec)}</h2><div>")
-        body += [trend_svg(runs, m) for m in metrics]
+        if len(runs) > 1:
+            body += [trend_svg(runs, m) for m in metrics]
+        else:
+            body.append('<p class="muted">One run so far: trends appear from the second.</p>')
         body.append("</div><table><tr><th>run</th><th>finished</th><th>systems</th></tr>")
         for r in reversed(runs):
             link = (

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from evals.cache import OutputCache, cache_key
 from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
-from evals.spec import EvalSpec, SystemSpec
+from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
 from pipelines.errors import ContextOverflowError, PromptTruncatedWarning, UsageError, first_problem
@@ -43,6 +43,7 @@ class Progress:
     done: int = 0
     model_calls: int = 0
     cached: int = 0
+    resumed: int = 0  # taken from the interrupted run this one resumes
     on_step: Callable[[Progress], None] | None = None
 
     def step(self) -> None:
@@ -273,6 +274,7 @@ def run_spec(
     backend_factory: ModelFactory,
     on_step: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
+    check_inputs(spec)  # before a run folder is made or a model loads
     if spec.task != "translate":
         from evals.tasks import run_task  # PAL and RAG tasks
 
@@ -289,7 +291,7 @@ def run_spec(
     )
     progress = Progress(total=len(items) * len(spec.systems), on_step=on_step)
     calls: dict[str, dict[str, int]] = {
-        s.name: {"model_calls": 0, "cached": 0} for s in spec.systems
+        s.name: {"model_calls": 0, "cached": 0, "resumed": 0} for s in spec.systems
     }
     scorer = Scorer(spec.metrics or [], tokenize)
     stats: dict[tuple[str, str], dict[str, Any]] = {}  # per-item statistics, reused below
@@ -305,7 +307,8 @@ def run_spec(
                 )
         for index, item in enumerate(items):
             if (system.name, item.id) in done:
-                calls[system.name]["cached"] += int(done[(system.name, item.id)]["cached"])
+                calls[system.name]["resumed"] += 1
+                progress.resumed += 1
                 progress.step()
                 continue
             before = (progress.model_calls, progress.cached)

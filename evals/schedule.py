@@ -72,7 +72,8 @@ def install_cron(line: str, spec: Path) -> str:
     """Add (or replace) this spec's line in the user's crontab."""
     if shutil.which("crontab") is None:
         raise UsageError(
-            "no `crontab` command here", hint="install cron, or add the printed line by hand"
+            "no `crontab` command here, so nothing was installed",
+            hint=f"install cron, or add this line to your crontab by hand: {line}",
         )
     current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     lines = current.stdout.splitlines() if current.returncode == 0 else []
@@ -173,9 +174,13 @@ def install_systemd(units: dict[str, str], where: Path) -> list[str]:
     for args in (["daemon-reload"], ["enable", "--now", timer]):
         result = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True)
         if result.returncode != 0:
+            why = (result.stderr.strip() or f"exit {result.returncode}").splitlines()[0]
             raise UsageError(
-                f"systemctl --user {' '.join(args)} failed: {result.stderr.strip()}",
-                hint="is a systemd user session running? (loginctl enable-linger)",
+                f"the units are written ({where}), but `systemctl --user {' '.join(args)}` "
+                f"failed: {why}",
+                hint="start a systemd user session (`loginctl enable-linger $USER`, then log in "
+                f"again) and run `systemctl --user daemon-reload && systemctl --user enable --now "
+                f"{timer}`",
             )
         done.append(f"systemctl --user {' '.join(args)}")
     return done

@@ -98,6 +98,31 @@ class EvalSpec(BaseModel):
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def check_inputs(spec: EvalSpec) -> None:
+    """What a run will read exists: dataset, prompts, outputs files, index or corpus.
+
+    Checked before any run folder is made or model loaded (and by `eval schedule`, so a
+    broken spec fails when it is scheduled, not at 3 a.m.).
+    """
+    from prompts import load_prompt
+
+    where = f"{spec.path}: " if spec.path else ""
+    paths = [("dataset", spec.dataset), ("index", spec.index), ("corpus", spec.corpus)]
+    paths += [(f"system {s.name}: outputs", s.outputs) for s in spec.systems]
+    for what, path in paths:
+        if path is not None and not spec.resolve(path).exists():
+            raise UsageError(
+                f"{where}{what} {path} does not exist",
+                hint="paths in a spec are relative to the spec's folder",
+            )
+    for system in spec.systems:
+        if system.prompt is not None:
+            try:
+                load_prompt(system.prompt)
+            except UsageError as exc:
+                raise UsageError(f"{where}system {system.name}: {exc.message}", exc.hint) from None
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's many lines as one: where, and what."""
     mark = getattr(exc, "problem_mark", None)
@@ -116,7 +141,10 @@ def load_spec(path: str | Path) -> EvalSpec:
             f"{path}: {yaml_problem(exc)}", hint="check the indentation there"
         ) from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a spec is a mapping (name, task, dataset, systems, ...)")
+        raise UsageError(
+            f"{path}: a spec is a mapping (name, task, dataset, systems, ...)",
+            hint="see evals/specs/demo.yaml for one that works",
+        )
     try:
         spec = EvalSpec.model_validate(raw)
     except ValidationError as exc:

@@ -124,7 +124,7 @@ def run_task(
         spec, settings, OutputCache(settings.cache_dir / "eval-outputs.sqlite"), backend_factory
     )
     progress = Progress(total=len(items) * len(spec.systems), on_step=on_step)
-    calls = {s.name: {"model_calls": 0, "cached": 0} for s in spec.systems}
+    calls = {s.name: {"model_calls": 0, "cached": 0, "resumed": 0} for s in spec.systems}
     helper: Any = None
     if spec.task == "rag":
         helper = _index(spec, out)
@@ -132,6 +132,8 @@ def run_task(
         for item in items:
             item_id = str(item.id if spec.task == "pal" else item["id"])
             if (system.name, item_id) in done:
+                calls[system.name]["resumed"] += 1
+                progress.resumed += 1
                 progress.step()
                 continue
             backend, sys_settings = backend_for(ctx, system)
@@ -156,6 +158,7 @@ def run_task(
             if cached is not None:
                 record = json.loads(cached)
                 calls[system.name]["cached"] += 1
+                progress.cached += 1
             else:
                 if spec.task == "pal" and helper is None:
                     from pipelines.sandbox import Limits, Sandbox
@@ -175,8 +178,13 @@ def run_task(
                     item=item_id,
                 )
                 calls[system.name]["model_calls"] += 1
-            append_line(results_path, {"system": system.name, "id": item_id, "references": [],
-                                       **record, "cached": cached is not None})  # fmt: skip
+                progress.model_calls += 1
+            expected = item.answer if spec.task == "pal" else item.get("gold_sources") or []
+            append_line(
+                results_path,
+                {"system": system.name, "id": item_id, "input": question, "expected": expected,
+                 "references": [], **record, "cached": cached is not None},
+            )  # fmt: skip
             progress.step()
     if spec.task == "pal" and helper is not None:
         helper.close()

@@ -38,6 +38,12 @@ class LlamapipeError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class Interrupted(LlamapipeError):
+    """Stopped by the user (Ctrl-C): the message says what was kept, the hint how to go on."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class UsageError(LlamapipeError):
     """The user asked for something malformed: a flag, a path, a setting, a spec."""
 

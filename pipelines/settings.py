@@ -104,7 +104,10 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Seconds 'auto' waits to learn whether Ollama is there."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for llama.cpp; empty means all cores."
+        None,
+        ge=1,
+        description="CPU threads for llama.cpp; empty means all cores. Idle threads sleep "
+        "(OMP_WAIT_POLICY=PASSIVE), so two llamapipe processes share the cores gracefully.",
     )
     # -- sandbox (PAL programs) --------------------------------------------------------------
     sandbox_timeout: float = Field(5.0, gt=0, description="Seconds a sandboxed program may run.")

@@ -9,13 +9,15 @@ JSON: the CLI's exit code and every process still parented to it.
     python tests/subreaper.py [--interrupt-after S] [--kill-after S] [--program TEXT] -- ARGS
 
 --program: the PAL model's reply (a scripted model stands in for a real one).
---interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds.
+--model-delay: the scripted model takes S seconds per reply (a slow model to interrupt).
+--interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds; --twice: again 0.3 s later.
 --kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -60,7 +62,7 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
-def run_cli(argv: list[str], program: str | None) -> None:
+def run_cli(argv: list[str], program: str | None, delay: float) -> None:
     """The forked child: the CLI, with a scripted model when a program is given."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if program is not None:
@@ -69,17 +71,19 @@ def run_cli(argv: list[str], program: str | None) -> None:
         from commands import common
         from tests.fakes import ScriptedChat
 
-        model = ScriptedChat(lambda prompt: program)
+        def reply(prompt: str) -> str:
+            time.sleep(delay)
+            return program
+
+        model = ScriptedChat(reply)
         backend = SimpleNamespace(
             name="fake", model="scripted", reason="test", chat=model, completion=model
         )
         common.load_model = lambda settings: backend  # type: ignore[assignment]
-    from cli import main
+    import cli
 
-    code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.argv = ["llamapipe", *argv]
+    cli.entry()  # raises SystemExit: the interpreter shuts down as the console script's does
 
 
 def main() -> None:
@@ -87,6 +91,8 @@ def main() -> None:
     parser.add_argument("--interrupt-after", type=float)
     parser.add_argument("--kill-after", type=float)
     parser.add_argument("--program")
+    parser.add_argument("--model-delay", type=float, default=0.0)
+    parser.add_argument("--twice", action="store_true")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -95,21 +101,29 @@ def main() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     child = os.fork()
     if child == 0:
-        run_cli(argv, args.program)
+        run_cli(argv, args.program, args.model_delay)
     watched: list[int] = []
+    interrupted = 0.0
     if args.interrupt_after is not None:
         time.sleep(args.interrupt_after)
+        interrupted = time.monotonic()
         os.kill(child, signal.SIGINT)
+        if args.twice:
+            time.sleep(0.3)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGINT)
     if args.kill_after is not None:
         time.sleep(args.kill_after)
         watched = descendants(child)
         os.kill(child, signal.SIGKILL)
     _, status = os.waitpid(child, 0)
+    stopped = time.monotonic()
     time.sleep(1.0)  # orphans reach their new parent only as their old one goes
     print(
         json.dumps(
             {
                 "exit": os.waitstatus_to_exitcode(status),
+                "seconds_after_interrupt": round(stopped - interrupted, 2) if interrupted else None,
                 "left": children_of(os.getpid()),
                 "watched": watched,
                 "alive": [pid for pid in watched if alive(pid)],

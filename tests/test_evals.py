@@ -243,7 +243,7 @@ systems:
     assert pair["better"] == "full" and pair["significant"]
     assert (run_dir / "report.md").read_text().startswith("# outs")
     page = (run_dir / "report.html").read_text()
-    assert "<svg" in page and 'id="items"' in page and 'id="scores"' in page
+    assert 'id="items"' in page and 'id="scores"' in page  # the trend chart: from run 2
     assert "<del>" in page, "differences from the reference are marked"
     assert not re.search(r"(src|href)=[\"']?https?:|url\(|@import", page), "self-contained"
 
@@ -305,6 +305,9 @@ def test_an_interrupted_run_resumes_without_repeats(tmp_path: Path, dataset: Pat
     keys = [(r["system"], r["id"]) for r in rows]
     assert len(keys) == len(set(keys)) == 12, "none lost, none repeated"
     assert len(calls) == 12 + 1, "only the unfinished items were asked again"
+    resumed = {name: info["resumed"] for name, info in summary["systems"].items()}
+    assert resumed == {"a": 4, "b": 0}, "the outputs kept from before are counted as resumed"
+    assert "| resumed |" in (run_dir / "report.md").read_text(encoding="utf-8")
 
 
 def test_regression_against_the_previous_run_fails_a_scheduled_run(
@@ -500,10 +503,25 @@ def test_pal_task_scores_accuracy_and_caches(tmp_path: Path) -> None:
     )
     assert summary["systems"]["pal"]["metrics"]["accuracy"]["score"] == 100
     assert summary["systems"]["direct"]["metrics"]["accuracy"]["score"] == 50
+    steps: list[tuple[int, int]] = []
     again = run_spec(
-        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+        spec,
+        tmp_path / "runs",
+        settings=load_settings(),
+        backend_factory=fake_factory(model),
+        on_step=lambda p: steps.append((p.model_calls, p.cached)),
     )
     assert sum(s["model_calls"] for s in again["systems"].values()) == 0
+    assert steps[-1] == (0, 4), "the progress line counts what the summary counts"
+    # The reports show PAL's items and nothing that belongs to translation.
+    run_dir = tmp_path / "runs" / summary["run_id"]
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    items = page[page.index('<table id="items">') :]
+    assert items.count("<tr>") == 3 and "6 times 7?" in items and "42" in items
+    report_md = (run_dir / "report.md").read_text(encoding="utf-8")
+    for text in (page, report_md):
+        assert "BLEU tokenizer" not in text and "Signatures" not in text
+        assert "reference" not in text.lower()
 
 
 def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None:
@@ -531,6 +549,9 @@ def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None
     )
     rows = read_results(tmp_path / "runs" / summary["run_id"] / "results.jsonl")
     assert len(rows) == 8 and all("citation_validity" in r["metrics"] for r in rows)
+    page = (tmp_path / "runs" / summary["run_id"] / "report.html").read_text(encoding="utf-8")
+    items = page[page.index('<table id="items">') :]
+    assert items.count("<tr>") == 9 and "Ogura Shinpei" in items
 
 
 @pytest.mark.parametrize(
@@ -572,3 +593,20 @@ def test_schedule_systemd_prints_and_installs_a_user_timer(
     units = sorted(p.name for p in (isolated_user_state / ".config" / "systemd" / "user").iterdir())
     assert r.code == 0 and units == ["llamapipe-eval-spec.service", "llamapipe-eval-spec.timer"]
     assert "systemctl --user enable --now" in r.stderr
+
+
+def test_a_first_run_shows_no_trend_chart(tmp_path: Path, dataset: Path) -> None:
+    """One point is not a trend: the report says when trends will appear instead."""
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"name: once\ndataset: {dataset}\nsystems: [{{name: a, outputs: {outputs(tmp_path, 'a', 50)}}}]",
+        )
+    )
+    summary = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=lambda s: None
+    )
+    page = (tmp_path / "runs" / summary["run_id"] / "report.html").read_text(encoding="utf-8")
+    assert "<svg" not in page and "trends appear from the second" in page
+    index = (tmp_path / "runs" / "index.html").read_text(encoding="utf-8")
+    assert "<svg" not in index and "One run so far" in index

@@ -143,16 +143,18 @@ def test_auto_chooses_ollama_when_it_has_the_model(ollama_target: OllamaTarget) 
     assert name == "ollama" and ollama_target.url in reason
 
 
-def test_auto_falls_back_to_embedded_and_says_why(ollama_target: OllamaTarget) -> None:
-    settings = settings_for(ollama_target, ollama_model="not-pulled:1").model_copy(
-        update={"backend": "auto"}
+def test_auto_never_answers_a_named_model_with_another(ollama_target: OllamaTarget) -> None:
+    """Over real HTTP: a model or server the user named is not swapped for the embedded one
+    (auto falls back only when nothing was named: tests/test_backends.py)."""
+    settings = load_settings(
+        {"backend": "auto", "ollama_host": ollama_target.url, "ollama_model": "not-pulled:1"}
     )
-    backend = load_backend(settings)
-    assert backend.name == "embedded"
-    assert "ollama pull not-pulled:1" in backend.reason
-    refused = load_settings({"ollama_host": refused_url()})
-    name, reason, _ = choose_backend(refused)
-    assert name == "embedded" and "connection refused" in reason
+    with pytest.raises(OllamaModelMissingError) as missing:
+        load_backend(settings)
+    assert "ollama pull not-pulled:1" in (missing.value.hint or "")
+    assert "--backend embedded" in (missing.value.hint or "")
+    with pytest.raises(OllamaUnreachableError, match="refused"):
+        choose_backend(load_settings({"ollama_host": refused_url()}))
 
 
 # -- failures, injected ------------------------------------------------------------------------

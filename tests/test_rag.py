@@ -375,11 +375,13 @@ def test_cli_empty_index_and_missing_files(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     r = run_cli(capsys, "rag", "ask", "anything?", "--index", str(tmp_path / "none"))
-    assert r.code == 2 and "empty" in r.stderr and "rag ingest" in r.stderr
+    assert r.code == 2 and "no index at" in r.stderr and "rag ingest" in r.stderr
+    assert not (tmp_path / "none").exists(), "a mistyped --index makes nothing"
     r = run_cli(
         capsys, "rag", "ingest", str(tmp_path / "nothing-here"), "--index", str(tmp_path / "i")
     )
-    assert r.code == 1 and "no such file" in r.stderr
+    assert r.code == 2 and "no such file or folder" in r.stderr
+    assert not (tmp_path / "i").exists()
 
 
 def test_default_index_lives_in_the_data_dir(
@@ -482,3 +484,74 @@ def test_dense_retrieval_through_ollama_embeddings(
     idx = Index(tmp_path / "o", embeddings=embeddings, embed_model=name)
     idx.ingest([docs])
     assert idx.dense_search("처용가", 2), "vectors came back over HTTP and are searchable"
+
+
+# -- Korean verb forms and question words ----------------------------------------------------
+
+CHEOYONG = "처용가는 신라 헌강왕 때 처용이 지은 8구체 향가이다.\n"
+
+
+def test_korean_question_matches_a_passage_with_another_verb_form(tmp_path: Path) -> None:
+    """ "누가 지었나요" (Kiwi: 지다) against "처용이 지은" (Kiwi: 짓다): the question words
+    누가/누구 do not count, and the verb's other reading joins its term."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "cheoyong.txt").write_text(CHEOYONG, encoding="utf-8")
+    (tmp_path / "docs" / "other.txt").write_text(KO.split("\n\n")[1], encoding="utf-8")
+    idx = Index(tmp_path / "index")
+    idx.ingest([tmp_path / "docs"])
+    hits = IndexRetriever(index=idx).hits("처용가는 누가 지었나요?")
+    assert hits, "the passage that answers must pass the relevance floor"
+    assert hits[0][0].chunk.source.endswith("cheoyong.txt")
+
+
+def test_cli_korean_question_is_answered_not_abstained(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "cheoyong.txt").write_text(CHEOYONG, encoding="utf-8")
+    model = ScriptedChat(lambda prompt: "처용가는 처용이 지었습니다 [1].")
+    backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model)
+    monkeypatch.setattr(common, "load_model", lambda settings: backend)
+    index = str(tmp_path / "index")
+    assert run_cli(capsys, "rag", "ingest", str(tmp_path / "docs"), "--index", index).code == 0
+    r = run_cli(capsys, "rag", "ask", "처용가는 누가 지었나요?", "--index", index, "--json")
+    doc = r.json()
+    assert not doc["abstained"] and model.calls, r.stderr
+    assert doc["citations"][0]["quote"].startswith("처용가는 신라 헌강왕 때 처용이 지은")
+
+
+def test_an_echo_of_the_question_gets_no_citation() -> None:
+    question = "처용가는 누가 지었나요?"
+    result = check("처용가는 누가 지었나요? 처용이 지었습니다 [1].", PASSAGES, TEXTS.__getitem__,
+                   question)  # fmt: skip
+    assert result.answer.startswith("처용가는 누가 지었나요? 처용")  # the echo keeps no marker
+    assert [c.n for c in result.citations] == [1]
+    assert result.unsupported == []
+
+
+def test_a_source_is_the_file_not_the_path_as_typed(
+    tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same corpus ingested from two working directories is one set of sources."""
+    idx = Index(tmp_path / "index")
+    monkeypatch.chdir(tmp_path)
+    first = idx.ingest(["docs"])
+    monkeypatch.chdir(docs)
+    again = idx.ingest(["."])
+    assert first.count("added") == 2 and again.count("unchanged") == 2
+    assert len(idx.sources()) == 2
+    (source,) = [s["source"] for s in idx.sources() if s["source"].endswith("ko.txt")]
+    assert source == str((docs / "ko.txt").resolve())
+    # Removing by the path as typed works from anywhere.
+    assert idx.remove(["ko.txt"])[0].status == "removed"
+
+
+def test_cli_shows_sources_relative_to_where_you_are(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "rag", "ingest", "docs", "--index", "idx").code == 0
+    listed = run_cli(capsys, "rag", "sources", "--index", "idx")
+    assert "docs/ko.txt" in listed.stdout and str(tmp_path) not in listed.stdout
+    doc = run_cli(capsys, "rag", "sources", "--index", "idx", "--json").json()
+    assert {Path(s["source"]).is_absolute() for s in doc["sources"]} == {True}

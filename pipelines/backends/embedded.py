@@ -38,13 +38,13 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.backends.llama_build import safe_model_params
+from pipelines.backends.llama_build import import_llama_cpp, safe_model_params
 from pipelines.errors import ContextOverflowError, LlamaCppMissingError, UsageError
 
 
 def require_llama_cpp() -> Any:
     try:
-        import llama_cpp
+        llama_cpp = import_llama_cpp()
     except ImportError:
         raise LlamaCppMissingError(
             "llama-cpp-python is not installed, so the embedded backend cannot run",

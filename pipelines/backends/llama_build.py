@@ -15,6 +15,7 @@ the weights out of the AMX buffer: slower on those CPUs, but it does not crash.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from functools import cache
@@ -23,11 +24,25 @@ from typing import Any
 AMX_FEATURE = "AMX_INT8 = 1"
 
 
+def import_llama_cpp() -> Any:
+    """`import llama_cpp`, with OpenMP's idle threads set to sleep rather than spin.
+
+    llama.cpp's OpenMP threads spin while they wait for work. Alone that is harmless; with
+    two llamapipe processes on the same cores (a scheduled eval while you chat) the spinning
+    threads starve each other and prompt reading ran 4-8x slower (`bench/generation.py`).
+    Passive waiting costs nothing measurable alone. Set before the library loads (OpenMP
+    reads it once); a value you set yourself wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import llama_cpp
+
+    return llama_cpp
+
+
 @cache
 def system_info() -> str:
     """llama.cpp's own account of its build (`CPU : SSE3 = 1 | ... | AMX_INT8 = 1 | ...`)."""
-    import llama_cpp
-
+    llama_cpp = import_llama_cpp()
     return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", "replace").strip()
 
 

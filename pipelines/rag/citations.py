@@ -22,6 +22,7 @@ from pipelines.rag.tokenize import tokenize
 
 MARKER = re.compile(r"\s?\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 SUPPORT = 0.5  # share of a sentence's tokens a passage must contain to support it
+ECHO_NEW_TERMS = 0.2  # a sentence with at most this share of terms not in the question echoes it
 
 
 class Citation(BaseModel):
@@ -74,9 +75,16 @@ def _best_span(doc: str, passage: Passage, tokens: set[str]) -> tuple[int, int, 
     return min(close, key=lambda c: (c[1] - c[0], -c[2]))
 
 
-def check(answer: str, passages: list[Passage], text_of: Callable[[str], str]) -> Checked:
-    """Validate the model's markers, cut exact quotes, attribute or flag uncited sentences."""
+def check(
+    answer: str, passages: list[Passage], text_of: Callable[[str], str], question: str = ""
+) -> Checked:
+    """Validate the model's markers, cut exact quotes, attribute or flag uncited sentences.
+
+    An uncited sentence that only repeats the question (small models echo it) claims
+    nothing, so it gets no citation and is not listed as unsupported.
+    """
     by_n = {p.n: p for p in passages}
+    asked = set(tokenize(question))
     docs: dict[str, str] = {}
 
     def doc(source: str) -> str:
@@ -108,6 +116,8 @@ def check(answer: str, passages: list[Passage], text_of: Callable[[str], str]) -
                     attributed=False,
                     supported=score >= SUPPORT,
                 )
+        elif tokens and len(tokens - asked) <= ECHO_NEW_TERMS * len(tokens):
+            pass  # an echo of the question: nothing to cite
         elif tokens:
             best = max(
                 ((p, *_best_span(doc(p.source), p, tokens)) for p in passages),

@@ -98,18 +98,23 @@ class IngestReport:
 
 
 def walk(paths: Iterable[str | Path]) -> tuple[list[tuple[str, Path]], list[FileStatus]]:
-    """(source, path) for every supported file under `paths`; problems as statuses."""
+    """(source, path) for every supported file under `paths`; problems as statuses.
+
+    A source is the file's absolute, resolved path: the same file ingested from another
+    working directory, or through a symlink, is the same source (`source_name` shows it
+    relative to the working directory where that reads better).
+    """
     found: list[tuple[str, Path]] = []
     problems: list[FileStatus] = []
     for given in paths:
-        path = Path(given)
+        path = Path(given).expanduser()
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 if child.is_file() and kind_of(child) and not _hidden(child, path):
-                    found.append((str(Path(given) / child.relative_to(path)), child))
+                    found.append((str(child.resolve()), child))
         elif path.is_file():
             if kind_of(path):
-                found.append((str(given), path))
+                found.append((str(path.resolve()), path))
             else:
                 problems.append(
                     FileStatus(str(given), "skipped", reason=f"unsupported type {path.suffix}")
@@ -117,6 +122,15 @@ def walk(paths: Iterable[str | Path]) -> tuple[list[tuple[str, Path]], list[File
         else:
             problems.append(FileStatus(str(given), "skipped", reason="no such file or folder"))
     return found, problems
+
+
+def source_name(source: str, cwd: Path | None = None) -> str:
+    """A source as people read it: relative to the working directory when it is inside it."""
+    cwd = cwd or Path.cwd()
+    path = Path(source)
+    if path.is_absolute() and path.is_relative_to(cwd):
+        return str(path.relative_to(cwd))
+    return source
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -134,7 +148,10 @@ class Index:
         embed_model: str | None = None,
         chunk_size: int = 800,
         overlap: int = 120,
+        create: bool = True,
     ) -> None:
+        """`create=False` opens only an index that exists (readers: a typo in the path must
+        not quietly make an empty index)."""
         self.path = Path(path).expanduser()
         self.embeddings = embeddings
         self.embed_model = embed_model or (type(embeddings).__name__ if embeddings else None)
@@ -144,10 +161,23 @@ class Index:
         self._local = threading.local()  # one read connection per thread, opened once
         self._bm25: tuple[int, Any, np.ndarray] | None = None
         self._dense: tuple[int, np.ndarray, np.ndarray] | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(
+                f"{self.path} is a file, not an index folder",
+                hint="pass the folder `rag ingest --index` made, or a new folder name",
+            )
+        if not create and not (self.path / "index.sqlite").exists():
+            raise UsageError(
+                f"no index at {self.path}",
+                hint=f"make one: llamapipe rag ingest PATH... --index {self.path}",
+            )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot use {self.path} as an index: {exc.strerror}") from None
+            raise UsageError(
+                f"cannot make an index at {self.path}: {exc.strerror}",
+                hint="pass a folder you can write to",
+            ) from None
         with self._connect() as db:
             db.executescript(SCHEMA)
             version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -178,7 +208,12 @@ class Index:
     def ingest(
         self, paths: Iterable[str | Path], on_file: Callable[[FileStatus], None] | None = None
     ) -> IngestReport:
-        """Add new and changed files under `paths`; report every file's fate."""
+        """Add new and changed files under `paths`; report every file's fate.
+
+        `on_file` hears of each file once its fate is final: skipped and unchanged ones as
+        they are read, added and updated ones only after the one transaction that adds them
+        all has committed (an interrupt before that leaves the index as it was).
+        """
         started = time.perf_counter()
         report = IngestReport()
         found, problems = walk(paths)
@@ -207,10 +242,13 @@ class Index:
             except OSError as exc:
                 status.status, status.reason = "skipped", exc.strerror or str(exc)
             report.files.append(status)
-            if on_file:
+            if on_file and status.status in ("unchanged", "skipped"):
                 on_file(status)
         if pending:
             self._commit(pending)
+            for status, _, _ in pending:
+                if on_file:
+                    on_file(status)
         if self.embeddings is not None:
             self._backfill_vectors()
         if pending:
@@ -280,11 +318,14 @@ class Index:
         return added
 
     def remove(self, sources: Iterable[str]) -> list[FileStatus]:
-        """Drop these sources (as listed by `sources()`) and their chunks."""
+        """Drop these sources (as `sources()` lists them, or as paths) and their chunks."""
         out = []
         with self._connect() as db:
+            known = {row[0] for row in db.execute("SELECT source FROM documents")}
             db.execute("BEGIN IMMEDIATE")
-            for source in sources:
+            for given in sources:
+                resolved = str(Path(given).expanduser().resolve())
+                source = given if given in known or resolved not in known else resolved
                 n = db.execute(
                     "SELECT COUNT(*) FROM chunks WHERE source = ?", (source,)
                 ).fetchone()[0]

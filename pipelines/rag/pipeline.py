@@ -21,6 +21,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseLLM
@@ -133,7 +134,13 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
 
         def render(chosen: list[tuple[Passage, str]]) -> PromptValue:
             sources = [
-                {"n": p.n, "source": p.source, "page": p.page, "text": text.replace(fence, "")}
+                # The file name labels it for the model: short, and the same from any cwd.
+                {
+                    "n": p.n,
+                    "source": Path(p.source).name,
+                    "page": p.page,
+                    "text": text.replace(fence, ""),
+                }
                 for p, text in chosen
             ]
             return template.invoke(
@@ -187,7 +194,7 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
             out = self.model.invoke(model_input)
             parts.append(out.text if isinstance(out, BaseMessage) else str(out))
         raw = "".join(parts).strip()
-        checked = check(raw, passages, self.index.document_text)
+        checked = check(raw, passages, self.index.document_text, question)
         abstained = not checked.citations and (
             abstain_text.rstrip(".") in raw or any(a.rstrip(".") in raw for a in ABSTAIN.values())
         )

@@ -16,7 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from pipelines.rag.index import Hit, Index
-from pipelines.rag.tokenize import tokenize
+from pipelines.rag.tokenize import query_terms
 
 RRF_K = 60  # the constant from Cormack et al. (2009)
 
@@ -45,14 +45,15 @@ class IndexRetriever(BaseRetriever):
         if k < 1:
             return []
         pool = k * 4
-        tokens = tokenize(query)
-        terms = set(tokens)
-        needed = max(1, math.ceil(self.min_overlap * len(terms)))
-        lexical = [
-            h
-            for h in self.index.search(query, pool, terms=tokens)
-            if len(terms & set(h.chunk.tokens.split())) >= needed  # stored at ingest
-        ]
+        groups = query_terms(query)
+        tokens = [t for group in groups for t in sorted(group)]
+        needed = max(1, math.ceil(self.min_overlap * len(groups)))
+
+        def overlap(hit: Hit) -> int:
+            have = set(hit.chunk.tokens.split())  # stored at ingest
+            return sum(1 for group in groups if group & have)
+
+        lexical = [h for h in self.index.search(query, pool, terms=tokens) if overlap(h) >= needed]
         dense = [h for h in self.index.dense_search(query, pool) if h.score >= self.min_cosine]
         if not dense:
             return [(h, h.score) for h in lexical[:k]]

@@ -60,6 +60,16 @@ _STOP = frozenset(
     ]
 )
 
+# Question words: in nearly every question, in almost no answer. Counting them against a
+# passage ("누가 지었나요?") would make the relevance floor reject the passage that answers.
+_QUESTION = frozenset(
+    ["누구", "무엇", "뭐", "언제", "어디", "왜", "어떻", "얼마"]
+    + ["~" + w for w in ("누가", "누구", "무엇", "뭐", "뭔", "언제", "어디", "어떻", "어떤",
+                         "어느", "얼마", "무슨", "몇")]
+)  # fmt: skip
+_STEM_TAGS = ("VV", "VA")  # verb and adjective stems: where Kiwi's readings disagree
+_ALTERNATIVE_MARGIN = 3.0  # log-probability below the best reading still worth a look
+
 _kiwi: Any = None
 _kiwi_lock = threading.Lock()
 
@@ -107,9 +117,40 @@ def _from_kiwi(tokens: Iterable[Any]) -> list[str]:
     for token in tokens:
         if token.tag.startswith(_KEEP_TAGS):
             form = token.form.casefold()
-            if form not in _STOP:
+            if form not in _STOP and form not in _QUESTION:
                 out.append(_plain(form))
     return out
+
+
+def query_terms(text: str) -> list[frozenset[str]]:
+    """The query's terms for the relevance floor, each a set of equally good spellings.
+
+    Kiwi's best reading of a verb can differ between a question and the passage that
+    answers it ("지었나요" read as 지다, "지은" as 짓다). Stems from its next readings (within
+    a small margin) join the best one's term, so either spelling matches it.
+    """
+    tokens = tokenize(text)
+    kiwi = _load_kiwi()
+    if kiwi is False or not _HANGUL.search(text):
+        return [frozenset([t]) for t in dict.fromkeys(tokens)]
+    readings = kiwi.analyze(text, top_n=3)
+    best = readings[0][1]
+    alternatives: dict[int, set[str]] = {}  # by where the stem starts in the text
+    for reading, score in readings:
+        if score < best - _ALTERNATIVE_MARGIN:
+            break
+        for token in reading:
+            if token.tag.startswith(_STEM_TAGS):
+                alternatives.setdefault(token.start, set()).add(token.form.casefold())
+    groups: list[frozenset[str]] = []
+    seen: set[str] = set()
+    for term in tokens:
+        if term in seen:
+            continue
+        group = next((forms for forms in alternatives.values() if term in forms), {term})
+        seen |= group
+        groups.append(frozenset(group))
+    return groups
 
 
 def tokenize(text: str) -> list[str]:
@@ -143,6 +184,6 @@ def _stems(text: str) -> list[str]:
     out = []
     for word in text.split():
         run = _HANGUL_RUN.search(word)
-        if run:
+        if run and "~" + run.group(0)[:2] not in _QUESTION:
             out.append("~" + run.group(0)[:2])
     return out
