@@ -223,8 +223,7 @@ def test_bad_input_gets_one_line_and_its_exit_code(
     assert _tree(work) == before, f"{name}: left behind {sorted(_tree(work) - before)}"
 
 
-def test_every_command_is_in_the_table() -> None:
-    """A new command joins the bad-input table."""
+def _commands() -> set[str]:
     from typer.main import get_command
 
     from cli import app
@@ -238,6 +237,20 @@ def test_every_command_is_in_the_table() -> None:
                 names.add(f"{prefix}{name}")
         return names
 
+    return leaves(get_command(app))
+
+
+def test_every_command_is_in_the_table() -> None:
+    """A new command joins the bad-input table."""
     covered = {name.split(":")[0] for name in CASES if ":" in name}
-    missing = leaves(get_command(app)) - covered
+    missing = _commands() - covered
     assert not missing, f"add bad-input cases for: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_help_reads_as_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No Python types (`<bool>`, `<list[str]>`) or `{arg}` placeholders in --help."""
+    r = run_cli(capsys, *command.split(), "--help")
+    assert r.code == 0 and "Usage:" in r.stdout
+    for leak in ("<bool>", "<list", "<str>", "[OPTIONS] {"):
+        assert leak not in r.stdout, f"{command} --help shows {leak!r}"
