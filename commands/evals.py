@@ -85,9 +85,7 @@ def run(
     if as_json:
         print_json(summary)
     else:
-        out.print(
-            (run_dir / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False
-        )
+        _print_report(run_dir / "report.md")
         err.print(
             f"report: {run_dir / 'report.html'}\nhistory: {where / 'index.html'}", highlight=False
         )
@@ -102,6 +100,18 @@ def run(
             )
         if scheduled:
             raise typer.Exit(EXIT_FAILED)
+
+
+def _print_report(path: Path) -> None:
+    """The Markdown report: rendered (tables as tables) on a terminal, as Markdown otherwise,
+    so `llamapipe eval report DIR > report.md` writes Markdown."""
+    text = path.read_text(encoding="utf-8")
+    if out.is_terminal:
+        from rich.markdown import Markdown
+
+        out.print(Markdown(text))
+    else:
+        out.print(text, markup=False, highlight=False)
 
 
 def _interrupted_run(where: Path, spec: Any, spec_path: Path) -> Interrupted:
@@ -164,9 +174,7 @@ def report(
     if as_json:
         print_json(json.loads(summary_path.read_text(encoding="utf-8")))
     else:
-        out.print(
-            (run_dir / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False
-        )
+        _print_report(run_dir / "report.md")
 
 
 def _compare(out_dir: Path, run_a: str, run_b: str) -> dict[str, Any]:

@@ -113,10 +113,20 @@ def markdown(summary: dict[str, Any]) -> str:
 # -- html --------------------------------------------------------------------------------------
 
 
+MIN_DIFF_SIMILARITY = 0.2  # below this, marking differences is all noise
+
+
 def diff_html(reference: str, output: str) -> str:
-    """The output with what differs from the reference marked (characters, for Korean)."""
+    """The output with what differs from the reference marked (characters, for Korean).
+
+    An output that shares almost nothing with the reference is shown as it is: striking
+    through the whole reference says nothing the scores do not.
+    """
     parts = []
     matcher = difflib.SequenceMatcher(None, reference, output, autojunk=False)
+    squeezed = difflib.SequenceMatcher(None, "".join(reference.split()), "".join(output.split()))
+    if squeezed.ratio() < MIN_DIFF_SIMILARITY:  # (spaces alone make texts look alike)
+        return html.escape(output)
     for op, a0, a1, b0, b1 in matcher.get_opcodes():
         if op == "equal":
             parts.append(html.escape(output[b0:b1]))

@@ -9,8 +9,9 @@ finish). No model loads for input that can be refused first. New commands join t
 from __future__ import annotations
 
 import io
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,3 +255,82 @@ def test_help_reads_as_help(command: str, capsys: pytest.CaptureFixture[str]) ->
     assert r.code == 0 and "Usage:" in r.stdout
     for leak in ("<bool>", "<list", "<str>", "[OPTIONS] {"):
         assert leak not in r.stdout, f"{command} --help shows {leak!r}"
+
+
+# -- paths the user may not read or write ------------------------------------------------------
+
+UNPRIVILEGED = {
+    "sandbox run: unreadable": (["sandbox", "run", "secret.py"], "cannot read program"),
+    # typer checks these path arguments itself: its usage error says "is not readable"
+    "pal run: unreadable": (["pal", "run", "secret.jsonl"], "is not readable"),
+    "eval run: unreadable": (["eval", "run", "secret.yaml"], "is not readable"),
+    "eval run: out not writable": (
+        ["eval", "run", "ok.yaml", "--out", "locked/runs"],
+        "cannot make runs folder",
+    ),
+    "rag ingest: index not writable": (
+        ["rag", "ingest", "docs", "--index", "locked/idx"],
+        "cannot make an index",
+    ),
+}
+
+
+@pytest.fixture
+def as_a_user() -> Iterator[tuple[Path, list[str]]]:
+    """A world-readable work folder and the command prefix that runs as a user who is not
+    its owner (root runs the CLI as `nobody`; anyone else is already not root)."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="llamapipe-contract-"))
+    work.chmod(0o755)
+    (work / "home").mkdir(mode=0o777)
+    (work / "home").chmod(0o777)
+    for name in ("secret.py", "secret.jsonl", "secret.yaml"):
+        (work / name).write_text("x = 1\n")
+        (work / name).chmod(0o000 if os.geteuid() else 0o600)
+    (work / "ok.yaml").write_text(SPEC_OK)
+    (work / "data.jsonl").write_text(DATA_OK)
+    (work / "docs").mkdir(mode=0o755)
+    (work / "docs" / "a.txt").write_text("text\n")
+    (work / "docs" / "a.txt").chmod(0o644)
+    (work / "locked").mkdir(mode=0o555)
+    (work / "locked").chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("running as root needs setpriv (util-linux) to drop to a user")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    yield work, prefix
+    (work / "locked").chmod(0o755)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", list(UNPRIVILEGED))
+def test_unreadable_and_unwritable_paths(name: str, as_a_user: tuple[Path, list[str]]) -> None:
+    import subprocess
+
+    work, prefix = as_a_user
+    argv, message = UNPRIVILEGED[name]
+    home = work / "home"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "LLAMAPIPE_BACKEND": "embedded",
+    }
+    llamapipe = Path(sys.executable).with_name("llamapipe")
+    before = _tree(work)
+    done = subprocess.run(
+        [*prefix, str(llamapipe), *argv, "--json"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, f"{name}: exit {done.returncode}\n{done.stderr}"
+    assert message in done.stderr, done.stderr
+    assert "hint:" in done.stderr or "Try 'llamapipe" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    left = {p for p in _tree(work) - before if p.parts[0] != "home"}
+    assert not left, f"{name}: left behind {sorted(left)}"

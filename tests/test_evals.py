@@ -610,3 +610,52 @@ def test_a_first_run_shows_no_trend_chart(tmp_path: Path, dataset: Path) -> None
     assert "<svg" not in page and "trends appear from the second" in page
     index = (tmp_path / "runs" / "index.html").read_text(encoding="utf-8")
     assert "<svg" not in index and "One run so far" in index
+
+
+def test_schedule_install_without_crontab_gives_the_line_to_add(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = spec_file(
+        tmp_path,
+        f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
+    )
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--install")
+    assert r.code == 2 and "no `crontab` command here" in r.stderr
+    hint = next(line for line in r.stderr.splitlines() if line.startswith("hint:"))
+    assert "0 3 * * *" in hint and "--scheduled" in hint, "the line itself, to add by hand"
+
+
+def test_schedule_systemd_failure_says_what_was_done_and_what_is_left(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    dataset: Path,
+    isolated_user_state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = spec_file(
+        tmp_path,
+        f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
+    )
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text("#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit 1\n")
+    (fake / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    r = run_cli(
+        capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--systemd", "--install"
+    )
+    assert r.code == 2 and "the units are written" in r.stderr and "Failed to connect" in r.stderr
+    assert "systemctl --user enable --now llamapipe-eval-spec.timer" in r.stderr
+
+
+def test_item_diff_marks_differences_but_not_a_wholly_different_output() -> None:
+    from evals.report import diff_html
+
+    close = diff_html("서라벌 밝은 달에", "서라벌 밝은 달밤에")
+    assert "<ins>" in close and "서라벌 밝은 달" in close
+    unrelated = diff_html("서라벌 밝은 달에 밤 늦게 노닐다가", "Hello, how can I help you?")
+    assert "<del>" not in unrelated and unrelated == "Hello, how can I help you?"

@@ -1,0 +1,84 @@
+"""The README's shell examples run as written (those that need no Ollama, no network and no
+root), in order, on the embedded model, from a folder that holds the repo's `evals/`.
+
+A line is left out only for a reason in NOT_HERE; a new example runs by default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# What a line starts with (after `llamapipe`), and why it cannot run here.
+NOT_HERE = {
+    "make ": "builds the venv this test runs in (CI runs `make test` itself)",
+    "ollama ": "needs an Ollama server",
+    "OLLAMA_HOST=": "needs an Ollama server at that address",
+    "llamapipe pal run gsm8k_test.jsonl": "needs Ollama and the user's GSM8K file",
+    "llamapipe eval report RUNS --compare RUN_A RUN_B": "placeholders for the user's runs",
+}
+# Whose exit status is the model's answer: 1 is "no program succeeded" (documented).
+ANSWER_DEPENDS = ("llamapipe pal ask",)
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if command and not command.startswith("#"):
+                lines.append(command)
+    return lines
+
+
+def test_the_readme_has_examples_and_every_skip_still_matches_one() -> None:
+    examples = readme_examples()
+    assert len(examples) > 20
+    for prefix in NOT_HERE:
+        assert any(e.startswith(prefix) for e in examples), f"stale skip: {prefix}"
+
+
+@pytest.mark.timeout(2400)  # every example, the three evals included: about 15 minutes
+def test_readme_examples_run_as_written(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "evals").symlink_to(ROOT / "evals")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "LLAMAPIPE_BACKEND": "auto",  # as a user has it: no Ollama here, so the embedded model
+        "OLLAMA_HOST": "",
+    }
+    ran = []
+    for example in readme_examples():
+        if any(example.startswith(prefix) for prefix in NOT_HERE):
+            continue
+        command = example.replace(" [--install]", "")  # optional parts, shown in brackets
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        allowed = (0, 1) if command.startswith(ANSWER_DEPENDS) else (0,)
+        shown = f"$ {command}\nexit {done.returncode}\n{done.stderr[-1500:]}"
+        assert done.returncode in allowed, shown
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr, shown
+        if "--json" in shlex.split(command):
+            assert done.stdout.lstrip().startswith(("{", "[")), shown
+        ran.append(command)
+    assert len(ran) >= 20, ran
