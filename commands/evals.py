@@ -37,6 +37,16 @@ def run(
     scheduled: Annotated[
         bool, typer.Option("--scheduled", help="Take the lock; exit 1 on a significant regression.")
     ] = False,
+    concurrency: Annotated[
+        Optional[int],
+        typer.Option(
+            "--concurrency",
+            "-j",
+            min=1,
+            max=256,
+            help="Model calls at once (default: the spec's, else 4 for Ollama, 1 embedded).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a spec (resuming an unfinished run of it), score it, write reports and history."""
@@ -46,7 +56,14 @@ def run(
 
     spec = load_spec(spec_path)
     check_inputs(spec)  # what it reads is there: before any folder is made or model loads
-    settings = load_settings()
+    settings = load_settings({"concurrency": concurrency})
+    if concurrency is not None:  # the flag wins over the spec's own setting
+        spec = spec.model_copy(
+            update={
+                "concurrency": concurrency,
+                "systems": [s.model_copy(update={"concurrency": None}) for s in spec.systems],
+            }
+        )
     where = writable_folder(_out(out_dir), "runs folder")
     progress = Progress(
         TextColumn("{task.description}"),
@@ -71,7 +88,8 @@ def run(
                 total=p.total,
                 completed=p.done,
                 note=f"{p.model_calls} calls, {p.cached} cached"
-                + (f", {p.resumed} resumed" if p.resumed else ""),
+                + (f", {p.resumed} resumed" if p.resumed else "")
+                + (f", {p.in_flight} in flight" if p.in_flight > 1 else ""),
             )
 
         try:

@@ -13,10 +13,11 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from evals.cache import OutputCache, cache_key
 from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
+from evals.pool import bounded
 from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
@@ -44,12 +46,30 @@ class Progress:
     model_calls: int = 0
     cached: int = 0
     resumed: int = 0  # taken from the interrupted run this one resumes
+    in_flight: int = 0  # model calls running now
     on_step: Callable[[Progress], None] | None = None
 
     def step(self) -> None:
         self.done += 1
+        self.show()
+
+    def flying(self, n: int) -> None:
+        if n != self.in_flight:
+            self.in_flight = n
+            self.show()
+
+    def show(self) -> None:
         if self.on_step:
             self.on_step(self)
+
+
+DEFAULT_CONCURRENCY = {"ollama": 4, "embedded": 1}  # served backends: several at once
+
+
+def concurrency_for(ctx: RunContext, system: SystemSpec, backend: Any) -> int:
+    """Calls at once: the system's, else the spec's, else the setting, else per backend."""
+    chosen = system.concurrency or ctx.spec.concurrency or ctx.settings.concurrency
+    return chosen or DEFAULT_CONCURRENCY.get(backend.name, 1)
 
 
 @dataclass
@@ -130,23 +150,28 @@ class Output:
         return {k: v for k, v in extra.items() if v is not None}
 
 
+def truncation_note(metadata: dict[str, Any]) -> str | None:
+    """What a backend said it cut (`response_metadata["prompt_truncated"]`), in a line."""
+    cut = metadata.get("prompt_truncated")
+    if not cut:
+        return None
+    return (
+        f"the server read {cut['evaluated']} of about {cut['sent_estimate']} prompt tokens "
+        f"(num_ctx {cut['num_ctx']}): raise num_ctx or shorten the input"
+    )
+
+
 @contextmanager
-def watching_truncation() -> Iterator[list[str]]:
-    """Collect the PromptTruncatedWarning messages raised inside; other warnings go on."""
-    found: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield found
-    for w in caught:
-        if issubclass(w.category, PromptTruncatedWarning):
-            found.append(str(w.message))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+def truncation_recorded() -> Iterator[None]:
+    """During a run each cut prompt is recorded with its item, not printed as it happens."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptTruncatedWarning)
+        yield
 
 
-def generate(
-    ctx: RunContext, system: SystemSpec, items: list[Item], index: int, progress: Progress
-) -> Output:
+def generate(ctx: RunContext, system: SystemSpec, items: list[Item], index: int) -> Output:
+    """One item's output: from the cache, or one model call. Safe to run in several threads
+    (the backend was made beforehand; the cache keeps a connection per thread)."""
     backend, settings = backend_for(ctx, system)
     budget = budget_for(backend.chat)
     prompt, shots = render(system, items, index, budget)
@@ -167,13 +192,10 @@ def generate(
     )
     hit = ctx.cache.entry(key)
     if hit is not None:
-        progress.cached += 1
         return Output(hit[0], True, used, truncated=hit[1].get("prompt_truncated"))
-    with watching_truncation() as truncated:
-        message = backend.chat.invoke(prompt)
+    message = backend.chat.invoke(prompt)
     output = (message.text if hasattr(message, "text") else str(message)).strip()
-    progress.model_calls += 1
-    note = truncated[0] if truncated else None
+    note = truncation_note(getattr(message, "response_metadata", None) or {})
     ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model,
                   prompt_truncated=note)  # fmt: skip
     return Output(output, False, used, truncated=note)
@@ -266,6 +288,7 @@ def finish_run(
 # -- a whole run ------------------------------------------------------------------------------
 
 
+@truncation_recorded()
 def run_spec(
     spec: EvalSpec,
     out: Path,
@@ -305,20 +328,33 @@ def run_spec(
                     + ", ".join(missing[:5]),
                     hint='add {"id": ..., "output": ...} lines for them',
                 )
+        todo = []
         for index, item in enumerate(items):
             if (system.name, item.id) in done:
                 calls[system.name]["resumed"] += 1
                 progress.resumed += 1
                 progress.step()
-                continue
-            before = (progress.model_calls, progress.cached)
-            if external is not None:
-                made = Output(external[item.id], cached=False)
             else:
-                made = generate(ctx, system, items, index, progress)
+                todo.append(index)
+        if external is not None:
+            produced: Iterable[tuple[int, Output]] = (
+                (i, Output(external[items[i].id], cached=False)) for i in todo
+            )
+        else:
+            backend, _ = backend_for(ctx, system)  # made here, shared by the calls
+            produced = bounded(
+                partial(generate, ctx, system, items),
+                todo,
+                concurrency_for(ctx, system, backend),
+                on_flight=progress.flying,
+            )
+        for index, made in produced:
+            item = items[index]
             output, cached = made.text, made.cached
-            calls[system.name]["model_calls"] += progress.model_calls - before[0]
-            calls[system.name]["cached"] += progress.cached - before[1]
+            if made.error is None:
+                kind = "cached" if cached else "model_calls"
+                calls[system.name][kind] += 1
+                setattr(progress, kind, getattr(progress, kind) + 1)
             stats[(system.name, item.id)] = scorer.item(output, item.references)
             row = {
                 "system": system.name,

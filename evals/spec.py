@@ -45,6 +45,7 @@ class SystemSpec(BaseModel):
     shots: int = Field(0, ge=0, le=20)
     method: Literal["pal", "cot", "direct"] = "pal"  # PAL task
     k: int = Field(5, ge=1, le=50)  # RAG task
+    concurrency: int | None = Field(None, ge=1, le=256)  # model calls at once (see Settings)
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
@@ -65,6 +66,7 @@ class EvalSpec(BaseModel):
     group_by: str | None = None  # a `meta` key to resample by (default: meta.poem / meta.group)
     bootstrap: int = Field(default=1000, ge=1000, le=100_000)  # paired bootstrap resamples
     seed: int = 0
+    concurrency: int | None = Field(None, ge=1, le=256)  # for every system without its own
     index: Path | None = None  # RAG task: the index folder to ask
     corpus: Path | None = None  # RAG task: documents to ingest into <out>/<name>-index
     path: Path | None = Field(None, exclude=True)  # where the spec was read from
@@ -93,8 +95,11 @@ class EvalSpec(BaseModel):
         return beside if beside.exists() or not path.exists() else path
 
     def fingerprint(self) -> str:
-        """Changes when anything that affects results changes (used to resume a run)."""
-        doc = self.model_dump(mode="json")
+        """Changes when anything that affects results changes (used to resume a run); how
+        many calls run at once does not, so a run resumes under another concurrency."""
+        doc = self.model_dump(
+            mode="json", exclude={"concurrency": True, "systems": {"__all__": {"concurrency"}}}
+        )
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 

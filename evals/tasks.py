@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from evals.cache import OutputCache, cache_key
 from evals.data import read_jsonl
+from evals.pool import bounded
 from evals.runner import (
     Progress,
     RunContext,
     append_line,
     backend_for,
+    concurrency_for,
     finish_run,
     open_run,
     read_results,
@@ -108,6 +111,47 @@ def _index(spec: EvalSpec, out: Path) -> Any:
     return index
 
 
+def _item_id(spec: EvalSpec, item: Any) -> str:
+    return str(item.id if spec.task == "pal" else item["id"])
+
+
+def _answer(
+    ctx: RunContext, spec: EvalSpec, system: SystemSpec, item: Any, helper: Any
+) -> tuple[dict[str, Any], bool]:
+    """One item's record, from the cache or the pipeline, and whether it was cached.
+    Runs in the eval's worker threads: the sandbox and the index are safe to share."""
+    backend, sys_settings = backend_for(ctx, system)
+    params = {k: getattr(sys_settings, k) for k in ("temperature", "seed", "max_tokens", "num_ctx")}
+    question = item.question if spec.task == "pal" else item["question"]
+    index_state = (str(helper.path), helper.generation()) if spec.task == "rag" else None
+    key = cache_key(
+        task=spec.task,
+        backend=backend.name,
+        model=backend.model,
+        method=system.method,
+        k=system.k,
+        params=params,
+        input=question,
+        task_prompt=getattr(item, "task", None),
+        index=index_state,
+    )
+    cached = ctx.cache.get(key)
+    if cached is not None:
+        return json.loads(cached), True
+    record = (
+        _answer_pal(ctx, system, item, helper)
+        if spec.task == "pal"
+        else _answer_rag(ctx, system, item, helper)
+    )
+    ctx.cache.put(
+        key,
+        json.dumps(record, ensure_ascii=False, default=str),
+        system=system.name,
+        item=_item_id(spec, item),
+    )
+    return record, False
+
+
 def run_task(
     spec: EvalSpec,
     out: Path,
@@ -128,66 +172,42 @@ def run_task(
     helper: Any = None
     if spec.task == "rag":
         helper = _index(spec, out)
-    for system in spec.systems:
-        for item in items:
-            item_id = str(item.id if spec.task == "pal" else item["id"])
-            if (system.name, item_id) in done:
-                calls[system.name]["resumed"] += 1
-                progress.resumed += 1
-                progress.step()
-                continue
-            backend, sys_settings = backend_for(ctx, system)
-            params = {
-                k: getattr(sys_settings, k)
-                for k in ("temperature", "seed", "max_tokens", "num_ctx")
-            }
-            question = item.question if spec.task == "pal" else item["question"]
-            index_state = (str(helper.path), helper.generation()) if spec.task == "rag" else None
-            key = cache_key(
-                task=spec.task,
-                backend=backend.name,
-                model=backend.model,
-                method=system.method,
-                k=system.k,
-                params=params,
-                input=question,
-                task_prompt=getattr(item, "task", None),
-                index=index_state,
-            )
-            cached = ctx.cache.get(key)
-            if cached is not None:
-                record = json.loads(cached)
-                calls[system.name]["cached"] += 1
-                progress.cached += 1
-            else:
-                if spec.task == "pal" and helper is None:
-                    from pipelines.sandbox import Limits, Sandbox
+    if spec.task == "pal":
+        from pipelines.sandbox import Limits, Sandbox
 
-                    helper = Sandbox(
-                        Limits.from_settings(settings), isolation=settings.sandbox_isolation
-                    )
-                record = (
-                    _answer_pal(ctx, system, item, helper)
-                    if spec.task == "pal"
-                    else _answer_rag(ctx, system, item, helper)
-                )
-                ctx.cache.put(
-                    key,
-                    json.dumps(record, ensure_ascii=False, default=str),
-                    system=system.name,
-                    item=item_id,
-                )
-                calls[system.name]["model_calls"] += 1
-                progress.model_calls += 1
-            expected = item.answer if spec.task == "pal" else item.get("gold_sources") or []
-            append_line(
-                results_path,
-                {"system": system.name, "id": item_id, "input": question, "expected": expected,
-                 "references": [], **record, "cached": cached is not None},
-            )  # fmt: skip
-            progress.step()
-    if spec.task == "pal" and helper is not None:
-        helper.close()
+        helper = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
+    try:
+        for system in spec.systems:
+            todo = []
+            for item in items:
+                if (system.name, _item_id(spec, item)) in done:
+                    calls[system.name]["resumed"] += 1
+                    progress.resumed += 1
+                    progress.step()
+                else:
+                    todo.append(item)
+            backend, _ = backend_for(ctx, system)  # made here, shared by the calls
+            answers = bounded(
+                partial(_answer, ctx, spec, system, helper=helper),
+                todo,
+                concurrency_for(ctx, system, backend),
+                on_flight=progress.flying,
+            )
+            for item, (record, cached) in answers:
+                kind = "cached" if cached else "model_calls"
+                calls[system.name][kind] += 1
+                setattr(progress, kind, getattr(progress, kind) + 1)
+                question = item.question if spec.task == "pal" else item["question"]
+                expected = item.answer if spec.task == "pal" else item.get("gold_sources") or []
+                append_line(
+                    results_path,
+                    {"system": system.name, "id": _item_id(spec, item), "input": question,
+                     "expected": expected, "references": [], **record, "cached": cached},
+                )  # fmt: skip
+                progress.step()
+    finally:
+        if spec.task == "pal":
+            helper.close()
     rows = read_results(results_path)
     summary = _summary(spec, items, rows, calls, run_dir, resumed)
     return finish_run(out, run_dir, spec, summary, rows, [])

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     probe_timeout: float = Field(
         1.0, gt=0, description="Seconds 'auto' waits to learn whether Ollama is there."
     )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Model calls an eval runs at once; empty means 4 for Ollama (set "
+        "OLLAMA_NUM_PARALLEL on the server to match) and 1 for the embedded model.",
+    )
     threads: int | None = Field(
         None,
         ge=1,

@@ -23,6 +23,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,8 +75,16 @@ class OllamaProtocolServer:
         n_ctx: int = 4096,
         overflow: str = "truncate",
         max_ctx: int | None = None,
+        scripted: Callable[[str], str] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.models = models
+        # Scripted: answer `scripted(prompt text)` after `latency` seconds, without the model,
+        # many requests at once (a served model's latency, for concurrency tests and benches).
+        self.scripted = scripted
+        self.latency = latency
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.n_ctx = n_ctx  # the window when a request names no num_ctx
         self.overflow = overflow  # "truncate" (Ollama's default) or "refuse"
         # A window smaller than asked for, as a server short of memory loads a model with:
@@ -336,6 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         """Generate with llama.cpp; answer in /api/chat or /api/generate shape."""
         chat = self.path == "/api/chat"
+        if self.backend.scripted is not None:
+            self._scripted(name, body, chat, messages, prompt)
+            return
         options = body.get("options") or {}
         params = _llama_options(options)
         window = int(options.get("num_ctx") or self.backend.n_ctx)
@@ -401,6 +413,52 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             final["response"] = text
         self._send_json(200, final)
+
+    def _scripted(
+        self,
+        name: str,
+        body: dict[str, Any],
+        chat: bool,
+        messages: list[dict[str, str]] | None,
+        prompt: str | None,
+    ) -> None:
+        """A fixed latency and a scripted answer; one token per prompt character."""
+        backend = self.backend
+        text = "\n".join(m["content"] for m in messages) if messages is not None else prompt or ""
+        with backend._lock:
+            backend.in_flight += 1
+            backend.most_in_flight = max(backend.most_in_flight, backend.in_flight)
+        try:
+            time.sleep(backend.latency)
+            answer = backend.scripted(text)
+        finally:
+            with backend._lock:
+                backend.in_flight -= 1
+        final: dict[str, Any] = {
+            "model": name, "created_at": _now(), "done": True, "done_reason": "stop",
+            "total_duration": int(backend.latency * 1e9), "load_duration": 0,
+            "prompt_eval_count": len(text) + 8, "prompt_eval_duration": 0,
+            "eval_count": max(1, len(answer)), "eval_duration": int(backend.latency * 1e9),
+        }  # fmt: skip
+        if chat:
+            final["message"] = {"role": "assistant", "content": answer}
+        else:
+            final["response"], final["context"] = answer, []
+        if body.get("stream", True):
+            first = {**final, "done": False}
+            first = {
+                k: first[k]
+                for k in ("model", "created_at", "done", "message" if chat else "response")
+            }
+            last = {
+                **final,
+                ("message" if chat else "response"): {"role": "assistant", "content": ""}
+                if chat
+                else "",
+            }
+            self._stream(iter([first, last]), None)
+        else:
+            self._send_json(200, final)
 
     def _embed(self, body: dict[str, Any], fault: Fault | None) -> None:
         name = self._model(body)
