@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import ValidationError
@@ -31,7 +31,13 @@ from evals.pool import bounded
 from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
-from pipelines.errors import ContextOverflowError, PromptTruncatedWarning, UsageError, first_problem
+from pipelines.errors import (
+    BackendError,
+    ContextOverflowError,
+    PromptTruncatedWarning,
+    UsageError,
+    first_problem,
+)
 from pipelines.inputs import writable_folder
 from pipelines.settings import Settings
 from prompts import load_prompt, show
@@ -64,6 +70,48 @@ class Progress:
 
 
 DEFAULT_CONCURRENCY = {"ollama": 4, "embedded": 1}  # served backends: several at once
+
+
+class ItemsFailed(BackendError):
+    """Some items' model calls failed; the rest of the run is kept, and a rerun asks again."""
+
+
+@dataclass
+class Failures:
+    """Model calls that failed after the backend's own retries. One failing item does not
+    sink a run: it is recorded (`errors.jsonl`) and asked again when the run resumes. A few
+    in a row, with nothing between, mean the server is gone: then the run stops at once."""
+
+    run_dir: Path
+    in_a_row: int = 0
+    count: int = 0
+    first: str | None = None
+    LIMIT: ClassVar[int] = 3
+
+    def record(self, system: str, item_id: str, message: str) -> None:
+        row = {"system": system, "id": item_id, "error": message, "time": time.time()}
+        append_line(self.run_dir / "errors.jsonl", row)
+        self.count += 1
+        self.in_a_row += 1
+        self.first = self.first or message
+        if self.in_a_row >= self.LIMIT:
+            raise ItemsFailed(
+                f"{self.in_a_row} model calls in a row failed; the last: {message}",
+                hint="fix the backend, then run the same command again: finished outputs "
+                "are kept, the rest are asked again",
+            )
+
+    def succeeded(self) -> None:
+        self.in_a_row = 0
+
+    def check(self, total: int) -> None:
+        """At the end: a run with failed items is left unfinished, to be resumed."""
+        if self.count:
+            raise ItemsFailed(
+                f"{self.count} of {total} model calls failed (the first: {self.first}); "
+                f"every other output is kept in {self.run_dir}",
+                hint="run the same command again to ask those items again",
+            )
 
 
 def concurrency_for(ctx: RunContext, system: SystemSpec, backend: Any) -> int:
@@ -143,6 +191,7 @@ class Output:
     shots: int | None = None  # few-shot examples the prompt held (when the system asks for any)
     truncated: str | None = None  # the server read only part of the prompt
     error: str | None = None  # the item could not run: its prompt cannot fit the window
+    failed: bool = False  # the model call failed (after retries): asked again on resume
 
     def fields(self) -> dict[str, Any]:
         """What a results.jsonl row records beyond the output."""
@@ -193,7 +242,10 @@ def generate(ctx: RunContext, system: SystemSpec, items: list[Item], index: int)
     hit = ctx.cache.entry(key)
     if hit is not None:
         return Output(hit[0], True, used, truncated=hit[1].get("prompt_truncated"))
-    message = backend.chat.invoke(prompt)
+    try:
+        message = backend.chat.invoke(prompt)
+    except BackendError as exc:  # the backend already tried again where that could help
+        return Output("", cached=False, error=exc.message, failed=True)
     output = (message.text if hasattr(message, "text") else str(message)).strip()
     note = truncation_note(getattr(message, "response_metadata", None) or {})
     ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model,
@@ -318,6 +370,7 @@ def run_spec(
     }
     scorer = Scorer(spec.metrics or [], tokenize)
     stats: dict[tuple[str, str], dict[str, Any]] = {}  # per-item statistics, reused below
+    failures = Failures(run_dir)
     for system in spec.systems:
         external = load_outputs(spec.resolve(system.outputs)) if system.outputs else None
         if external is not None:
@@ -350,6 +403,11 @@ def run_spec(
             )
         for index, made in produced:
             item = items[index]
+            if made.failed:
+                progress.step()
+                failures.record(system.name, item.id, made.error or "")
+                continue
+            failures.succeeded()
             output, cached = made.text, made.cached
             if made.error is None:
                 kind = "cached" if cached else "model_calls"
@@ -368,6 +426,7 @@ def run_spec(
             append_line(results_path, row)
             done[(system.name, item.id)] = row
             progress.step()
+    failures.check(len(items) * len(spec.systems))
     rows = read_results(results_path)
     summary = summarise(spec, items, rows, scorer, stats, calls, run_dir, resumed)
     return finish_run(out, run_dir, spec, summary, rows, items, stats)

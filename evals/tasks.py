@@ -23,6 +23,7 @@ from evals.cache import OutputCache, cache_key
 from evals.data import read_jsonl
 from evals.pool import bounded
 from evals.runner import (
+    Failures,
     Progress,
     RunContext,
     append_line,
@@ -35,7 +36,7 @@ from evals.runner import (
 )
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap_means
-from pipelines.errors import UsageError
+from pipelines.errors import BackendError, UsageError
 from pipelines.settings import Settings
 
 
@@ -138,11 +139,14 @@ def _answer(
     cached = ctx.cache.get(key)
     if cached is not None:
         return json.loads(cached), True
-    record = (
-        _answer_pal(ctx, system, item, helper)
-        if spec.task == "pal"
-        else _answer_rag(ctx, system, item, helper)
-    )
+    try:
+        record = (
+            _answer_pal(ctx, system, item, helper)
+            if spec.task == "pal"
+            else _answer_rag(ctx, system, item, helper)
+        )
+    except BackendError as exc:  # the backend already tried again where that could help
+        return {"error": exc.message}, False
     ctx.cache.put(
         key,
         json.dumps(record, ensure_ascii=False, default=str),
@@ -176,6 +180,7 @@ def run_task(
         from pipelines.sandbox import Limits, Sandbox
 
         helper = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
+    failures = Failures(run_dir)
     try:
         for system in spec.systems:
             todo = []
@@ -194,6 +199,11 @@ def run_task(
                 on_flight=progress.flying,
             )
             for item, (record, cached) in answers:
+                if set(record) == {"error"}:
+                    progress.step()
+                    failures.record(system.name, _item_id(spec, item), record["error"])
+                    continue
+                failures.succeeded()
                 kind = "cached" if cached else "model_calls"
                 calls[system.name][kind] += 1
                 setattr(progress, kind, getattr(progress, kind) + 1)
@@ -208,6 +218,7 @@ def run_task(
     finally:
         if spec.task == "pal":
             helper.close()
+    failures.check(len(items) * len(spec.systems))
     rows = read_results(results_path)
     summary = _summary(spec, items, rows, calls, run_dir, resumed)
     return finish_run(out, run_dir, spec, summary, rows, [])

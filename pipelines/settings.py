@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     probe_timeout: float = Field(
         1.0, gt=0, description="Seconds 'auto' waits to learn whether Ollama is there."
     )
+    retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Times a busy (429/503) or broken-off answer from a served model is tried "
+        "again, after pauses that double from 0.5 s, with jitter.",
+    )
     concurrency: int | None = Field(
         None,
         ge=1,

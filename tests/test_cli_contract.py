@@ -276,35 +276,32 @@ UNPRIVILEGED = {
 
 
 @pytest.fixture
-def as_a_user() -> Iterator[tuple[Path, list[str]]]:
-    """A world-readable work folder and the command prefix that runs as a user who is not
-    its owner (root runs the CLI as `nobody`; anyone else is already not root)."""
+def as_a_user(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A work folder with files nobody may read and a folder nobody may write, and the
+    command prefix that makes that true for the CLI: root runs it without capabilities
+    (so file modes bind it too), anyone else is already bound by them."""
     import shutil
-    import tempfile
 
-    work = Path(tempfile.mkdtemp(prefix="llamapipe-contract-"))
-    work.chmod(0o755)
-    (work / "home").mkdir(mode=0o777)
-    (work / "home").chmod(0o777)
+    work = tmp_path / "as-user"
+    work.mkdir()
+    (work / "home").mkdir()
     for name in ("secret.py", "secret.jsonl", "secret.yaml"):
         (work / name).write_text("x = 1\n")
-        (work / name).chmod(0o000 if os.geteuid() else 0o600)
+        (work / name).chmod(0o000)
     (work / "ok.yaml").write_text(SPEC_OK)
     (work / "data.jsonl").write_text(DATA_OK)
-    (work / "docs").mkdir(mode=0o755)
+    (work / "docs").mkdir()
     (work / "docs" / "a.txt").write_text("text\n")
-    (work / "docs" / "a.txt").chmod(0o644)
-    (work / "locked").mkdir(mode=0o555)
+    (work / "locked").mkdir()
     (work / "locked").chmod(0o555)
     prefix = []
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.fail("running as root needs setpriv (util-linux) to drop to a user")
-        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+            pytest.fail("running as root needs setpriv (util-linux) to drop capabilities")
+        prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
     yield work, prefix
     (work / "locked").chmod(0o755)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", list(UNPRIVILEGED))

@@ -206,3 +206,54 @@ def test_kill_9_with_calls_in_flight_then_resume(
     keys = [r["id"] for r in read_results(results)]
     assert len(keys) == len(set(keys)) == 40, "none lost, none repeated"
     assert summary["systems"]["a"]["resumed"] == before
+
+
+# -- failing items ---------------------------------------------------------------------------------
+
+
+def flaky(failing: set[str]) -> ScriptedChat:
+    """A model whose calls fail (after the backend's own retries) for the given sources."""
+    from pipelines.errors import OllamaResponseError
+
+    def reply(prompt: str) -> str:
+        for source in failing:
+            if source in prompt:
+                raise OllamaResponseError("Ollama at h answered 503: busy", hint="later")
+        return "번역"
+
+    return ScriptedChat(reply)
+
+
+def factory_of(model: ScriptedChat) -> Any:
+    return lambda settings: SimpleNamespace(name="fake", model="scripted", chat=model)
+
+
+def test_a_failing_item_does_not_sink_the_run_and_is_asked_again(tmp_path: Path) -> None:
+    from evals.runner import ItemsFailed
+
+    path = spec(tmp_path, 12)
+    bad = {"原文 3", "原文 7"}  # two items (of 0-11, so no other holds these), not in a row
+    with pytest.raises(ItemsFailed, match="2 of 12 model calls failed") as info:
+        run_spec(load_spec(path), tmp_path / "runs", settings=load_settings(),
+                 backend_factory=factory_of(flaky(bad)))  # fmt: skip
+    assert "again" in (info.value.hint or "")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert len(read_results(run_dir / "results.jsonl")) == 10, "every other item is kept"
+    errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in errors) == ["i003", "i007"] and "503" in errors[0]["error"]
+    healthy = flaky(set())
+    summary = run_spec(load_spec(path), tmp_path / "runs", settings=load_settings(),
+                       backend_factory=factory_of(healthy))  # fmt: skip
+    assert len(healthy.calls) == 2, "only the failed items were asked again"
+    assert summary["systems"]["a"]["resumed"] == 10
+    assert len(read_results(run_dir / "results.jsonl")) == 12
+
+
+def test_a_server_gone_stops_the_run_after_a_few_failures(tmp_path: Path) -> None:
+    from evals.runner import ItemsFailed
+
+    model = flaky({"原文"})  # every call fails
+    with pytest.raises(ItemsFailed, match="3 model calls in a row failed"):
+        run_spec(load_spec(spec(tmp_path, 30)), tmp_path / "runs", settings=load_settings(),
+                 backend_factory=factory_of(model))  # fmt: skip
+    assert len(model.calls) == 3, "it stopped instead of failing all 30"

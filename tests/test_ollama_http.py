@@ -185,12 +185,48 @@ def test_model_not_pulled_says_ollama_pull(ollama_target: OllamaTarget) -> None:
         chat.invoke("hi")
 
 
-def test_server_error_500(backend: Backend, test_server: OllamaProtocolServer) -> None:
-    test_server.inject(Fault("status", path="/api/chat", status=500))
+def _chats(server: OllamaProtocolServer) -> int:
+    return sum(path == "/api/chat" for path, _ in server.requests)
+
+
+def test_server_error_500_after_the_retries(
+    backend: Backend, test_server: OllamaProtocolServer
+) -> None:
+    test_server.clear()
+    test_server.inject(Fault("status", path="/api/chat", status=500, times=4))
     with pytest.raises(OllamaResponseError, match="answered 500") as info:
         backend.chat.invoke("hi")
     assert "server log" in (info.value.hint or "")
+    assert _chats(test_server) == 4, "the first try and 3 retries (LLAMAPIPE_RETRIES)"
     assert backend.chat.invoke("hi").content  # the next request works again
+
+
+def test_a_busy_server_is_tried_again(backend: Backend, test_server: OllamaProtocolServer) -> None:
+    """503 twice, then an answer: the caller sees only the answer."""
+    test_server.clear()
+    test_server.inject(Fault("status", path="/api/chat", status=503, times=2))
+    assert backend.chat.invoke("hi").content
+    assert _chats(test_server) == 3
+
+
+def test_a_bad_request_is_not_tried_again(
+    backend: Backend, test_server: OllamaProtocolServer
+) -> None:
+    test_server.clear()
+    test_server.inject(Fault("status", path="/api/chat", status=400))
+    with pytest.raises(OllamaResponseError, match="answered 400"):
+        backend.chat.invoke("hi")
+    assert _chats(test_server) == 1
+
+
+def test_an_answer_cut_off_is_asked_again_when_nothing_was_shown(
+    backend: Backend, test_server: OllamaProtocolServer
+) -> None:
+    """invoke collects the whole answer before returning, so a cut stream is simply retried."""
+    test_server.clear()
+    test_server.inject(Fault("cut", path="/api/chat", after=2))
+    assert backend.chat.invoke("Tell me a story about a cat.").content
+    assert _chats(test_server) == 2
 
 
 def test_slow_first_byte_within_the_timeout_is_fine(

@@ -132,6 +132,7 @@ def _ollama_backend(settings: Settings, reason: str, status: OllamaStatus | None
             client_kwargs={"timeout": settings.timeout},
         )
     options["token_cache"] = settings.cache_dir / TOKEN_RATES_FILE
+    options["retries"] = settings.retries
     return Backend(
         name="ollama",
         model=settings.ollama_model,

@@ -18,6 +18,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 
 from pipelines.backends.ollama_tokens import OllamaTokens, tokens_for
+from pipelines.backends.retry import Backoff, retrying, retrying_stream
 from pipelines.errors import (
     BackendError,
     ConfigError,
@@ -139,6 +140,7 @@ class _Measured(_Translated):
     if TYPE_CHECKING:  # fields of the pydantic models this is mixed into
         num_ctx: int | None
         token_cache: Path | None  # where calibrated token rates are kept; None: not kept
+        retries: int  # tries again after a busy or broken-off answer (backends/retry.py)
 
     exact_token_counts: ClassVar[bool] = False
 
@@ -197,6 +199,9 @@ class _Measured(_Translated):
         else:
             tokens.observe(estimate, evaluated, window)
 
+    def _backoff(self) -> Backoff:
+        return Backoff(retries=self.retries)
+
     def _capped_options(self, options: dict[str, Any], estimate: int, window: int) -> None:
         """Keep prompt plus answer inside the window: past it, Ollama shifts the context
         and drops the prompt's front mid-answer."""
@@ -211,6 +216,7 @@ class OllamaChat(_Measured, ChatOllama):
     window, calibrated token counts, and truncation that is never silent."""
 
     token_cache: Path | None = None
+    retries: int = 3
 
     def get_num_tokens(self, text: str) -> int:
         return self._estimate([HumanMessage(content=text)]) - self._estimate([])
@@ -233,7 +239,10 @@ class OllamaChat(_Measured, ChatOllama):
     ) -> Any:  # fmt: skip
         with self._errors():
             estimate, window = self._before(messages)
-            result = super()._generate(messages, stop, *args, **kwargs)
+            result = retrying(
+                lambda: super(OllamaChat, self)._generate(messages, stop, *args, **kwargs),
+                self._backoff(),
+            )
         self._after(estimate, window, result.generations[0].generation_info)
         return result
 
@@ -243,7 +252,11 @@ class OllamaChat(_Measured, ChatOllama):
     ) -> Iterator[Any]:  # fmt: skip
         with self._errors():
             estimate, window = self._before(messages)
-            for chunk in super()._stream(messages, stop, *args, **kwargs):
+            chunks = retrying_stream(
+                lambda: super(OllamaChat, self)._stream(messages, stop, *args, **kwargs),
+                self._backoff(),
+            )
+            for chunk in chunks:
                 if chunk.generation_info:  # the last chunk; merged into response_metadata
                     self._after(estimate, window, chunk.generation_info)
                 yield chunk
@@ -267,6 +280,7 @@ class OllamaCompletion(_Measured, OllamaLLM):
     """
 
     token_cache: Path | None = None
+    retries: int = 3
 
     def get_num_tokens(self, text: str) -> int:
         return self._estimate(text)
@@ -280,7 +294,10 @@ class OllamaCompletion(_Measured, OllamaLLM):
     def _generate(self, prompts: list[str], *args: Any, **kwargs: Any) -> Any:
         with self._errors():
             checked = [self._before(p) for p in prompts]
-            result = super()._generate(prompts, *args, **kwargs)
+            result = retrying(
+                lambda: super(OllamaCompletion, self)._generate(prompts, *args, **kwargs),
+                self._backoff(),
+            )
         for (estimate, window), generations in zip(checked, result.generations, strict=True):
             self._after(estimate, window, generations[0].generation_info)
         return result
@@ -288,7 +305,11 @@ class OllamaCompletion(_Measured, OllamaLLM):
     def _stream(self, prompt: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         with self._errors():
             estimate, window = self._before(prompt)
-            for chunk in super()._stream(prompt, *args, **kwargs):
+            chunks = retrying_stream(
+                lambda: super(OllamaCompletion, self)._stream(prompt, *args, **kwargs),
+                self._backoff(),
+            )
+            for chunk in chunks:
                 if chunk.generation_info:
                     self._after(estimate, window, chunk.generation_info)
                 yield chunk
