@@ -158,6 +158,16 @@ def pal_run(
         Optional[int], typer.Option("--limit", help="Only the first N problems.", min=1)
     ] = None,
     form: FormFlag = "chat",
+    concurrency: Annotated[
+        Optional[int],
+        typer.Option(
+            "--concurrency",
+            "-j",
+            min=1,
+            max=256,
+            help="Problems at once (default: 4 for Ollama, 1 for the embedded model).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
     *,
     settings: Settings,
@@ -166,6 +176,7 @@ def pal_run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from pipelines.pal import PAL, Baseline, load_dataset, same_answer
+    from pipelines.pool import bounded, default_concurrency
 
     if method not in ("pal", "cot", "direct"):
         raise UsageError(
@@ -183,37 +194,35 @@ def pal_run(
         console=err,
         disable=not err.is_terminal,
     )
+
+    def solve(item: Any) -> dict[str, Any]:
+        item_task = item.task or task
+        runner: Any
+        if method == "pal":
+            runner = PAL(
+                model=model, sandbox=sandbox, task=item_task, samples=samples, retries=retries
+            )
+        else:
+            runner = Baseline(model=model, method=method, task=item_task)  # type: ignore[arg-type]
+        result = runner.invoke(item.question)
+        return {
+            "id": item.id,
+            "task": item_task,
+            "lang": item.lang,
+            "question": item.question,
+            "expected": item.answer,
+            "answer": result.answer,
+            "correct": result.ok and same_answer(result.answer, item.answer),
+            "ok": result.ok,
+            "error": result.error,
+        }
+
+    workers = concurrency or settings.concurrency or default_concurrency(backend.name)
     try:
         with progress:
             bar = progress.add_task(f"{method} on {backend.model}", total=len(items))
-            for item in items:
-                item_task = item.task or task
-                runner: Any
-                if method == "pal":
-                    runner = PAL(
-                        model=model,
-                        sandbox=sandbox,
-                        task=item_task,
-                        samples=samples,
-                        retries=retries,
-                    )
-                else:
-                    runner = Baseline(model=model, method=method, task=item_task)  # type: ignore[arg-type]
-                result = runner.invoke(item.question)
-                correct = result.ok and same_answer(result.answer, item.answer)
-                rows.append(
-                    {
-                        "id": item.id,
-                        "task": item_task,
-                        "lang": item.lang,
-                        "question": item.question,
-                        "expected": item.answer,
-                        "answer": result.answer,
-                        "correct": correct,
-                        "ok": result.ok,
-                        "error": result.error,
-                    }
-                )
+            for _, row in bounded(solve, items, workers):
+                rows.append(row)
                 progress.advance(bar)
     except KeyboardInterrupt:
         hits = sum(r["correct"] for r in rows)
@@ -224,6 +233,8 @@ def pal_run(
         ) from None
     finally:
         sandbox.close()
+    order = {item.id: n for n, item in enumerate(items)}
+    rows.sort(key=lambda r: order[r["id"]])  # finished in any order; shown in the dataset's
     correct = sum(r["correct"] for r in rows)
     doc = {
         "dataset": str(dataset),

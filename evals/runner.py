@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from evals.cache import OutputCache, cache_key
 from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
-from evals.pool import bounded
 from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
@@ -39,6 +38,7 @@ from pipelines.errors import (
     first_problem,
 )
 from pipelines.inputs import writable_folder
+from pipelines.pool import bounded, default_concurrency
 from pipelines.settings import Settings
 from prompts import load_prompt, show
 
@@ -67,9 +67,6 @@ class Progress:
     def show(self) -> None:
         if self.on_step:
             self.on_step(self)
-
-
-DEFAULT_CONCURRENCY = {"ollama": 4, "embedded": 1}  # served backends: several at once
 
 
 class ItemsFailed(BackendError):
@@ -117,7 +114,7 @@ class Failures:
 def concurrency_for(ctx: RunContext, system: SystemSpec, backend: Any) -> int:
     """Calls at once: the system's, else the spec's, else the setting, else per backend."""
     chosen = system.concurrency or ctx.spec.concurrency or ctx.settings.concurrency
-    return chosen or DEFAULT_CONCURRENCY.get(backend.name, 1)
+    return chosen or default_concurrency(backend.name)
 
 
 @dataclass

@@ -21,7 +21,6 @@ from typing import Any
 
 from evals.cache import OutputCache, cache_key
 from evals.data import read_jsonl
-from evals.pool import bounded
 from evals.runner import (
     Failures,
     Progress,
@@ -37,6 +36,7 @@ from evals.runner import (
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap_means
 from pipelines.errors import BackendError, UsageError
+from pipelines.pool import bounded
 from pipelines.settings import Settings
 
 

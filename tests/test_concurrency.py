@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from evals.pool import bounded
 from evals.runner import read_results, run_spec
 from evals.spec import load_spec
+from pipelines.pool import bounded
 from pipelines.settings import load_settings
 from tests.conftest import TEST_MODEL
 from tests.fakes import ScriptedChat
@@ -257,3 +257,72 @@ def test_a_server_gone_stops_the_run_after_a_few_failures(tmp_path: Path) -> Non
         run_spec(load_spec(spec(tmp_path, 30)), tmp_path / "runs", settings=load_settings(),
                  backend_factory=factory_of(model))  # fmt: skip
     assert len(model.calls) == 3, "it stopped instead of failing all 30"
+
+
+# -- PAL: a dataset, and the Runnable's batch ----------------------------------------------------
+
+PROGRAM = "```python\ndef solution():\n    return 6 * 7\n```"
+
+
+@pytest.mark.ollama
+def test_pal_run_solves_problems_at_once_and_reports_in_order(
+    tmp_path: Path,
+    gguf_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.cli_helpers import run_cli
+
+    data = tmp_path / "p.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"q{k}", "question": f"{k}?", "answer": 42}) + "\n"
+                for k in range(12))
+    )  # fmt: skip
+    with OllamaProtocolServer(
+        {TEST_MODEL: gguf_path}, scripted=lambda prompt: PROGRAM, latency=0.2
+    ) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        r = run_cli(capsys, "pal", "run", str(data), "-j", "4", "--backend", "ollama",
+                    "--model", TEST_MODEL, "--json")  # fmt: skip
+        assert r.code == 0, r.stderr
+        assert server.most_in_flight == 4
+    doc = r.json()
+    assert doc["correct"] == 12 and [i["id"] for i in doc["items"]] == [f"q{k}" for k in range(12)]
+
+
+@pytest.mark.ollama
+def test_pal_batch_honours_max_concurrency(gguf_path: Path) -> None:
+    from pipelines.backends import load_backend
+    from pipelines.pal import PAL
+    from pipelines.sandbox import Sandbox
+
+    with (
+        OllamaProtocolServer(
+            {TEST_MODEL: gguf_path}, scripted=lambda prompt: PROGRAM, latency=0.2
+        ) as server,
+        Sandbox(isolation="unsafe") as sandbox,
+    ):
+        chat = load_backend(settings_for(server)).chat
+        pal = PAL(model=chat, sandbox=sandbox)
+        results = pal.batch([f"q{k}?" for k in range(9)], config={"max_concurrency": 3})
+        assert server.most_in_flight == 3
+    assert [r.answer for r in results] == [42] * 9
+
+
+@pytest.mark.ollama
+def test_rag_batch_honours_max_concurrency(tmp_path: Path, gguf_path: Path) -> None:
+    from pipelines.backends import load_backend
+    from pipelines.rag import RAG, Index
+
+    index = Index(tmp_path / "index")
+    index.ingest([ROOT / "evals" / "datasets" / "rag" / "corpus"])
+    answer = "Ogura Shinpei published a reading of the hyangga in 1929 [1]."
+    questions = ["Who published a reading of the hyangga in 1929?", "처용가는 누가 지었나요?"] * 3
+    with OllamaProtocolServer(
+        {TEST_MODEL: gguf_path}, scripted=lambda prompt: answer, latency=0.2
+    ) as server:
+        rag = RAG(model=load_backend(settings_for(server)).chat, index=index, k=3)
+        results = rag.batch(questions, config={"max_concurrency": 3})
+        assert server.most_in_flight == 3
+    assert [r.question for r in results] == questions
+    assert all(r.citations for r in results[::2]), "each answer checked on its own"

@@ -1,4 +1,4 @@
-"""Model calls in flight at once, bounded: what lets an eval keep a served model busy.
+"""Model calls in flight at once, bounded: what keeps a served model busy (evals, `pal run`).
 
 `bounded(work, inputs, workers)` yields `(input, result)` as each call finishes, with at most
 `workers` calls running. Results come back to the caller's thread, which alone writes
@@ -20,6 +20,13 @@ from typing import TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+DEFAULT_CONCURRENCY = {"ollama": 4, "embedded": 1}  # served backends: several calls at once
+
+
+def default_concurrency(backend_name: str) -> int:
+    """4 for a served model (Ollama serves OLLAMA_NUM_PARALLEL at once), 1 for the embedded
+    model, which has one context."""
+    return DEFAULT_CONCURRENCY.get(backend_name, 1)
 
 
 def bounded(
