@@ -213,6 +213,8 @@ def test_bad_input_gets_one_line_and_its_exit_code(
     r = run_cli(capsys, *case.argv)
     assert r.code == case.code, f"{name}: exit {r.code}\n{r.stderr}"
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "Value error" not in r.stderr and "(top level)" not in r.stderr, "pydantic's words"
+    assert "━" not in r.stderr, "no stale progress bar before the error"
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("error:", "Error", "│ ", "Usage:", "╭", "╰"))]
     assert errors, f"{name}: no error line\n{r.stderr}"

@@ -43,6 +43,14 @@ def test_cli_pal_ask_prints_program_and_answer(
     assert "boxes * eggs" in r.stdout and "answer: 84" in r.stdout
 
 
+def test_cli_pal_ask_show_program_shows_it_once(
+    capsys: pytest.CaptureFixture[str], fake_backend: ScriptedChat
+) -> None:
+    r = run_cli(capsys, "pal", "ask", "How many eggs in 7 boxes of 12?", "--show-program")
+    assert r.code == 0 and "answer: 84" in r.stdout
+    assert (r.stdout + r.stderr).count("boxes * eggs") == 1
+
+
 def test_cli_pal_ask_json(capsys: pytest.CaptureFixture[str], fake_backend: ScriptedChat) -> None:
     r = run_cli(capsys, "pal", "ask", "How many eggs?", "--samples", "2", "--json")
     doc = r.json()
