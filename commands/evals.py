@@ -134,7 +134,7 @@ def _print_report(path: Path) -> None:
 
 def _interrupted_run(where: Path, spec: Any, spec_path: Path) -> Interrupted:
     """What an interrupted run kept: every finished output is on disk, and the run resumes."""
-    from evals.runner import find_unfinished, read_results
+    from evals.runs import find_unfinished, read_results
 
     run_dir = find_unfinished(where, spec)
     kept = len(read_results(run_dir / "results.jsonl")) if run_dir else 0
@@ -197,7 +197,7 @@ def report(
 
 def _compare(out_dir: Path, run_a: str, run_b: str) -> dict[str, Any]:
     from evals.history import compare_runs
-    from evals.runner import read_results
+    from evals.runs import read_results
     from evals.spec import EvalSpec
 
     dirs = [out_dir / run_a, out_dir / run_b]

@@ -9,17 +9,14 @@ rest is produced (from the cache when the model had already answered).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -27,6 +24,7 @@ from pydantic import ValidationError
 from evals.cache import OutputCache, cache_key
 from evals.data import Item, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
+from evals.runs import Failures, append_line, finish_run, open_run, read_results
 from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.stats import bootstrap
 from pipelines.budget import Budget, budget_for
@@ -37,7 +35,6 @@ from pipelines.errors import (
     UsageError,
     first_problem,
 )
-from pipelines.inputs import writable_folder
 from pipelines.pool import bounded, default_concurrency
 from pipelines.settings import Settings
 from prompts import load_prompt, show
@@ -67,48 +64,6 @@ class Progress:
     def show(self) -> None:
         if self.on_step:
             self.on_step(self)
-
-
-class ItemsFailed(BackendError):
-    """Some items' model calls failed; the rest of the run is kept, and a rerun asks again."""
-
-
-@dataclass
-class Failures:
-    """Model calls that failed after the backend's own retries. One failing item does not
-    sink a run: it is recorded (`errors.jsonl`) and asked again when the run resumes. A few
-    in a row, with nothing between, mean the server is gone: then the run stops at once."""
-
-    run_dir: Path
-    in_a_row: int = 0
-    count: int = 0
-    first: str | None = None
-    LIMIT: ClassVar[int] = 3
-
-    def record(self, system: str, item_id: str, message: str) -> None:
-        row = {"system": system, "id": item_id, "error": message, "time": time.time()}
-        append_line(self.run_dir / "errors.jsonl", row)
-        self.count += 1
-        self.in_a_row += 1
-        self.first = self.first or message
-        if self.in_a_row >= self.LIMIT:
-            raise ItemsFailed(
-                f"{self.in_a_row} model calls in a row failed; the last: {message}",
-                hint="fix the backend, then run the same command again: finished outputs "
-                "are kept, the rest are asked again",
-            )
-
-    def succeeded(self) -> None:
-        self.in_a_row = 0
-
-    def check(self, total: int) -> None:
-        """At the end: a run with failed items is left unfinished, to be resumed."""
-        if self.count:
-            raise ItemsFailed(
-                f"{self.count} of {total} model calls failed (the first: {self.first}); "
-                f"every other output is kept in {self.run_dir}",
-                hint="run the same command again to ask those items again",
-            )
 
 
 def concurrency_for(ctx: RunContext, system: SystemSpec, backend: Any) -> int:
@@ -248,90 +203,6 @@ def generate(ctx: RunContext, system: SystemSpec, items: list[Item], index: int)
     ctx.cache.put(key, output, system=system.name, item=items[index].id, model=backend.model,
                   prompt_truncated=note)  # fmt: skip
     return Output(output, False, used, truncated=note)
-
-
-# -- the run folder -------------------------------------------------------------------------
-
-
-def new_run_dir(out: Path, spec: EvalSpec) -> Path:
-    """`<out>/<UTC time>-<spec>-<fingerprint>`, made now; ids sort by time."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    for n in range(1000):
-        run_dir = out / f"{stamp}{n:03d}Z-{spec.name}-{spec.fingerprint()[:6]}"
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
-    raise UsageError(f"cannot make a new run folder in {out}")
-
-
-def find_unfinished(out: Path, spec: EvalSpec) -> Path | None:
-    for run_dir in sorted(out.glob(f"*-{spec.name}-*"), reverse=True):
-        meta = run_dir / "run.json"
-        if not meta.exists() or (run_dir / "summary.json").exists():
-            continue
-        if json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") == spec.fingerprint():
-            return run_dir
-    return None
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    keep = raw[: raw.rfind(b"\n") + 1]
-    if len(keep) != len(raw):
-        with path.open("r+b") as f:
-            f.truncate(len(keep))
-    return [json.loads(line) for line in keep.decode("utf-8").splitlines() if line.strip()]
-
-
-def append_line(path: Path, row: dict[str, Any]) -> None:
-    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)  # one write per line: a kill leaves whole lines or a torn last one
-    finally:
-        os.close(fd)
-
-
-def open_run(out: Path, spec: EvalSpec) -> tuple[Path, bool]:
-    """The unfinished run of this spec to resume, else a new one: (folder, resumed)."""
-    writable_folder(out, "runs folder")
-    run_dir = find_unfinished(out, spec)
-    if run_dir is not None:
-        return run_dir, True
-    run_dir = new_run_dir(out, spec)
-    meta = {
-        "spec": spec.model_dump(mode="json"),
-        "fingerprint": spec.fingerprint(),
-        "started": time.time(),
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
-    return run_dir, False
-
-
-def finish_run(
-    out: Path,
-    run_dir: Path,
-    spec: EvalSpec,
-    summary: dict[str, Any],
-    rows: list[dict[str, Any]],
-    items: list[Item],
-    stats: dict[tuple[str, str], Any] | None = None,
-) -> dict[str, Any]:
-    """Compare with the previous run, record history, write summary and reports."""
-    from evals.history import record_run
-    from evals.report import write_reports
-
-    summary["previous"] = record_run(out, summary, rows, spec, stats)
-    (run_dir / "summary.json").write_text(
-        json.dumps(summary, ensure_ascii=False, indent=2, default=str)
-    )
-    write_reports(run_dir, summary, rows, items)
-    return summary
 
 
 # -- a whole run ------------------------------------------------------------------------------

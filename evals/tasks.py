@@ -21,18 +21,8 @@ from typing import Any
 
 from evals.cache import OutputCache, cache_key
 from evals.data import read_jsonl
-from evals.runner import (
-    Failures,
-    Progress,
-    RunContext,
-    append_line,
-    backend_for,
-    concurrency_for,
-    finish_run,
-    open_run,
-    read_results,
-    summary_document,
-)
+from evals.runner import Progress, RunContext, backend_for, concurrency_for, summary_document
+from evals.runs import Failures, append_line, finish_run, open_run, read_results
 from evals.spec import EvalSpec, SystemSpec
 from evals.stats import bootstrap_means
 from pipelines.errors import BackendError, UsageError

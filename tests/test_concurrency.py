@@ -229,7 +229,7 @@ def factory_of(model: ScriptedChat) -> Any:
 
 
 def test_a_failing_item_does_not_sink_the_run_and_is_asked_again(tmp_path: Path) -> None:
-    from evals.runner import ItemsFailed
+    from evals.runs import ItemsFailed
 
     path = spec(tmp_path, 12)
     bad = {"原文 3", "原文 7"}  # two items (of 0-11, so no other holds these), not in a row
@@ -250,7 +250,7 @@ def test_a_failing_item_does_not_sink_the_run_and_is_asked_again(tmp_path: Path)
 
 
 def test_a_server_gone_stops_the_run_after_a_few_failures(tmp_path: Path) -> None:
-    from evals.runner import ItemsFailed
+    from evals.runs import ItemsFailed
 
     model = flaky({"原文"})  # every call fails
     with pytest.raises(ItemsFailed, match="3 model calls in a row failed"):

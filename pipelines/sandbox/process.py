@@ -1,0 +1,366 @@
+"""One sandbox worker process, seen from the host: spawn it, wait until it is walled in, send
+it one program, collect what comes back under the caps, and stop and reap it.
+
+With the walls on, a worker is two processes: the outside half (in the host's pid
+namespace) and the walled child that runs the program, pid 1 of its own namespace. The
+host stops the child only (it learns its pid from the outside half, and holds it as a
+pidfd); the outside half reaps it and exits; the host reaps the outside half. Nothing is
+orphaned, so nothing is left as a zombie under a parent that does not reap. Used workers
+are reaped off the caller's path by `reaper`, which `Sandbox.close()` and interpreter exit
+drain.
+
+Only bytes cross back: the host parses bounded JSON and never unpickles anything or
+touches an object the program made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.errors import LlamapipeError, UnsupportedSystemError
+from pipelines.sandbox.limits import ALLOW_SETTING, Limits
+from pipelines.sandbox.result import ErrorInfo, Killed, SandboxResult
+from pipelines.sandbox.runtime import readable_paths, sys_path_for
+
+WORKER = Path(__file__).with_name("_worker.py")
+UNPRIVILEGED_UID = 65534  # as in _walls: what a root caller's programs run as
+Isolation = Literal["linux", "unsafe"]
+READY_TIMEOUT = 30.0
+# Loaded before the walls go up so the program's imports (and lazy ones inside the
+# standard library) need no file access; not importable by the program unless allowed.
+PRELOAD = ("_strptime", "encodings.idna", "encodings.cp949", "encodings.euc_kr")
+
+
+class SandboxError(LlamapipeError):
+    """The sandbox machinery itself failed (not the program)."""
+
+
+class SandboxUnavailableError(UnsupportedSystemError):
+    """This system cannot build the walls."""
+
+
+class Worker:
+    """One worker process: spawned, walled, waiting for exactly one program."""
+
+    def __init__(self, limits: Limits, isolation: Isolation, python_layers: bool = True) -> None:
+        self.isolation = isolation
+        self.scratch: str | None = None
+        if isolation == "unsafe":
+            self.scratch = tempfile.mkdtemp(prefix="llamapipe-sandbox-")
+            if os.geteuid() == 0:  # the worker drops to nobody, who must own its scratch
+                os.chown(self.scratch, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        read_fd, write_fd = os.pipe()
+        cfg = {
+            "result_fd": write_fd,
+            "walls": isolation == "linux",
+            "timeout": limits.timeout,
+            "memory_bytes": limits.memory_mb << 20,
+            "scratch_bytes": limits.scratch_mb << 20,
+            "scratch": self.scratch,
+            "threads": limits.threads,
+            "allowed_modules": list(limits.allowed_modules),
+            "allow_setting": ALLOW_SETTING,
+            "preload": [*limits.allowed_modules, *PRELOAD],
+            "internal_modules": list(PRELOAD),
+            "sys_path": sys_path_for(limits.extra_modules),
+            "readable": readable_paths(limits.extra_modules),
+            "no_open": False,
+            "python_layers": python_layers,
+            "result_bytes": limits.result_kb << 10,
+            "result_depth": limits.result_depth,
+            "result_items": limits.result_items,
+        }
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-X", "utf8", str(WORKER), json.dumps(cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                # None of the caller's environment. One malloc arena: threads would each
+                # reserve 64 MiB of address space and hit memory_mb long before `threads`.
+                env={"LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "1"},
+                cwd="/",
+                start_new_session=True,  # its own process group, killed as one
+            )
+        finally:
+            os.close(write_fd)
+        self.result_fd = read_fd
+        self.inner: int | None = None  # pidfd of the process that runs the program (walls on)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        try:
+            first = _read_some(self.result_fd, 1, timeout)
+            if first == b"P":
+                self.inner = self._open_inner(_read_some(self.result_fd, 10, timeout))
+                first = _read_some(self.result_fd, 1, timeout)
+        except BaseException:  # Ctrl-C while it starts: it must not outlive us
+            self.dispose()
+            raise
+        if first == b"R":
+            return
+        rest = _read_some(self.result_fd, 65536, 2.0) if first == b"E" else b""
+        err = self._stderr_now()
+        self.dispose()
+        if first == b"E":
+            info = json.loads(rest or b"{}")
+            raise SandboxUnavailableError(
+                f"cannot build the sandbox's {info.get('wall')} wall: {info.get('detail')}",
+                hint="run on Linux with user namespaces, Landlock and seccomp enabled; "
+                "or, accepting the risk, ask for Sandbox(isolation='unsafe') / "
+                "--isolation unsafe (no OS walls)",
+            )
+        raise SandboxError(
+            "the sandbox worker did not start" + (f": {err.strip()[-500:]}" if err else ""),
+            hint="set LLAMAPIPE_DEBUG=1 and report this with the output",
+        )
+
+    def _open_inner(self, digits: bytes) -> int | None:
+        """A pidfd for the walled child, once it is sure to be ours (its parent is our worker,
+        which we have not reaped, so neither pid can have been reused)."""
+        try:
+            pidfd = os.pidfd_open(int(digits))
+        except (ValueError, OSError):
+            return None
+        try:
+            stat = Path(f"/proc/{int(digits)}/stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            parent = -1
+        if parent != self.proc.pid:
+            os.close(pidfd)
+            return None
+        return pidfd
+
+    def _stderr_now(self) -> str:
+        assert self.proc.stderr is not None
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return ""
+        return self.proc.stderr.read().decode("utf-8", "replace")
+
+    def execute(self, code: str, limits: Limits) -> SandboxResult:
+        started = time.perf_counter()
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        try:
+            self.proc.stdin.write(json.dumps({"code": code}).encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died already; the exit status says how
+        deadline = started + limits.timeout
+        out_cap = limits.output_kb << 10
+        result_cap = (limits.result_kb << 10) + 65536
+        streams = {self.proc.stdout.fileno(): bytearray(), self.proc.stderr.fileno(): bytearray()}
+        result = bytearray()
+        killed: Killed | None = None
+        with selectors.DefaultSelector() as sel:
+            for fd in (*streams, self.result_fd):
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map() and killed is None:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    killed = "timeout"
+                    break
+                for key, _ in sel.select(remaining):
+                    fd = int(key.fd)
+                    data = os.read(fd, 65536)
+                    if not data:
+                        sel.unregister(fd)
+                    elif fd == self.result_fd:
+                        result += data
+                        if len(result) > result_cap:
+                            killed = "output"
+                    else:
+                        streams[fd] += data
+                        if sum(map(len, streams.values())) > out_cap:
+                            killed = "output"
+        duration_ms = (time.perf_counter() - started) * 1000
+        if killed is not None or result[-1:] != b"}":
+            self.kill()  # stopped, or died: the exit status says how
+            returncode = self.proc.wait()
+        else:
+            returncode = 0  # it reported and closed its pipes; the reaper collects it
+        stdout, stderr = (bytes(b) for b in streams.values())
+        return _build_result(
+            bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
+        )
+
+    def kill(self) -> None:
+        """Stop the program now. With the walls on, only the inside process is killed: the
+        outside half reaps it and exits, so nothing is orphaned (see _worker.build_walls)."""
+        if self.inner is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.inner, signal.SIGKILL)
+                return
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def dispose(self) -> None:
+        self.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # the outside half is stuck: stop the group
+            self._kill_group()
+            self.proc.wait()
+        if self.inner is not None:
+            os.close(self.inner)
+            self.inner = None
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+        with contextlib.suppress(OSError):
+            os.close(self.result_fd)
+        if self.scratch:
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class _Reaper:
+    """Kills and collects used workers off the caller's path (a run need not wait)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._done = threading.Condition(self._lock)
+
+    def dispose(self, worker: Worker) -> None:
+        worker.kill()  # at once: nothing of a run outlives it, even while queued
+        with self._lock:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="llamapipe-sandbox-reaper", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(worker)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Collect every queued worker now (at close and at exit: a process that exits
+        with unreaped children hands them to whoever adopts orphans)."""
+        while True:
+            try:
+                worker = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._collect(worker)
+        with self._lock:  # one may be in the reaper thread's hands
+            self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _collect(self, worker: Worker) -> None:
+        try:
+            worker.dispose()
+        finally:
+            with self._lock:
+                self._pending -= 1
+                self._done.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            self._collect(self._queue.get())
+
+
+reaper = _Reaper()
+atexit.register(reaper.drain)
+
+
+def _read_some(fd: int, n: int, timeout: float) -> bytes:
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return b""
+    return os.read(fd, n)
+
+
+_SIGNALS = {int(s): s.name for s in signal.Signals}
+
+
+def _build_result(
+    raw: bytes,
+    stdout: bytes,
+    stderr: bytes,
+    killed: Killed | None,
+    returncode: int,
+    duration_ms: float,
+    limits: Limits,
+    isolation: Isolation,
+) -> SandboxResult:
+    out_cap = limits.output_kb << 10
+    doc = _parse_report(raw) if killed is None else None
+    error: ErrorInfo | None = None
+    ok = False
+    result: Any = None
+    if killed == "timeout":
+        error = ErrorInfo(
+            type="Timeout",
+            message=f"the program ran longer than {limits.timeout:g} s and was stopped",
+        )
+    elif killed == "output":
+        error = ErrorInfo(
+            type="OutputLimit",
+            message=f"the program wrote more than {limits.output_kb} KiB and was stopped",
+        )
+    elif doc is not None:
+        ok, result = bool(doc["ok"]), doc["result"]
+        error = ErrorInfo(**doc["error"]) if doc["error"] else None
+        if doc["memory"]:
+            killed = "memory"
+    elif raw.strip():
+        error = ErrorInfo(
+            type="ResultError", message="the program's report was malformed (it wrote on it)"
+        )
+    else:
+        signum = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
+        if signum == signal.SIGXCPU:
+            killed = "timeout"
+            message = f"the program used more than {limits.timeout:g} s of CPU and was stopped"
+        else:
+            killed = "signal"
+            name = _SIGNALS.get(signum, f"exit status {returncode}")
+            message = f"the program's process died ({name}) before reporting a result"
+        error = ErrorInfo(type="Killed", message=message)
+    return SandboxResult(
+        ok=ok and killed is None,
+        result=result,
+        stdout=stdout[:out_cap].decode("utf-8", "replace"),
+        stderr=stderr[:out_cap].decode("utf-8", "replace"),
+        error=error,
+        killed=killed,
+        duration_ms=round(duration_ms, 3),
+        isolation=isolation,
+    )
+
+
+def _parse_report(raw: bytes) -> dict[str, Any] | None:
+    """The worker's JSON, checked for shape; None when it is missing or malformed."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not {"ok", "result", "error", "memory"} <= doc.keys():
+        return None
+    err = doc["error"]
+    if err is not None and not (
+        isinstance(err, dict) and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
+    ):
+        return None
+    return doc
