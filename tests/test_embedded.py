@@ -70,3 +70,29 @@ def test_completion_form_continues_raw_text(backend: Backend) -> None:
     text = backend.completion.invoke("1, 2, 3, 4,", max_tokens=8)
     assert text.strip()
     assert backend.completion.invoke("1, 2, 3, 4,", max_tokens=8) == text
+
+
+def test_a_decode_failure_is_a_clear_error_not_an_internal_one() -> None:
+    """llama.cpp's "llama_decode returned 1" (no room left) becomes one line with a hint."""
+    from pipelines.backends.embedded import decode_errors
+    from pipelines.errors import ContextOverflowError
+
+    with (
+        pytest.raises(ContextOverflowError, match="ran out of context room") as info,
+        decode_errors(),
+    ):
+        raise RuntimeError("llama_decode returned 1")
+    assert "--num-ctx" in (info.value.hint or "")
+    with pytest.raises(RuntimeError, match="something else"), decode_errors():
+        raise RuntimeError("something else")
+
+
+def test_the_answer_always_keeps_a_spare_cell(backend: Backend) -> None:
+    from pipelines.backends.embedded import load_runtime
+
+    chat = backend.chat
+    runtime = load_runtime(chat.model_path, chat.n_ctx, chat.threads)  # type: ignore[attr-defined]
+    n = runtime.n_ctx
+    assert runtime.room_for(n - 10, 48) == 9
+    assert runtime.room_for(n - 1, 48) == 1 and runtime.room_for(10, 0) == n - 11
+    assert runtime.room_for(10, 48) == 48

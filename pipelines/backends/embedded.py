@@ -15,6 +15,7 @@ a `ContextOverflowError` instead of llama.cpp's ValueError.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -74,9 +75,12 @@ class LlamaRuntime:
         llama-cpp-python reuses a cached prompt prefix, and a prompt decoded in pieces
         gives slightly different logits than one decoded whole, so the same seeded call
         could answer differently depending on what ran before. Re-reading the prompt
-        costs milliseconds on small models; repeatable answers are worth it.
+        costs milliseconds on small models; repeatable answers are worth it. The memory is
+        cleared outright, not only rewound: cells left behind by earlier calls must not
+        leave a full-window prompt without a slot to decode into.
         """
         self.llama.reset()
+        self.llama._ctx.kv_cache_clear()
 
     @cached_property
     def _formatter(self) -> Any:
@@ -120,6 +124,12 @@ class LlamaRuntime:
         arch = self.llama.metadata.get("general.architecture")
         value = self.llama.metadata.get(f"{arch}.context_length")
         return int(value) if value else None
+
+    def room_for(self, prompt_tokens: int, wanted: int | None) -> int:
+        """Tokens the answer may take: what was asked for, within the window, one cell
+        spare (llama.cpp reads 0 or less as "until the window is full")."""
+        room = max(1, self.n_ctx - prompt_tokens - 1)
+        return room if wanted is None or wanted <= 0 else min(wanted, room)
 
     def require_room(self, tokens: int) -> None:
         """Refuse a prompt that leaves no token for the answer (llama.cpp would raise)."""
@@ -231,6 +241,21 @@ class LlamaParams(BaseModel):
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
 
 
+@contextlib.contextmanager
+def decode_errors() -> Iterator[None]:
+    """llama.cpp's "llama_decode returned 1" (no room left in the context) as one line with
+    the way out, never an internal error."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "llama_decode" not in str(exc):
+            raise
+        raise ContextOverflowError(
+            f"the model ran out of context room while answering ({exc})",
+            hint="shorten the input or --max-tokens, or raise --num-ctx",
+        ) from None
+
+
 def _to_llama_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
     converted = []
     for message in messages:
@@ -283,6 +308,7 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         runtime.require_room(len(prompt.tokens))
         runtime.fresh()
         params = self._call_params([*(stop or []), *prompt.stop], kwargs)
+        params["max_tokens"] = runtime.room_for(len(prompt.tokens), params["max_tokens"])
         completion = runtime.llama.create_completion(
             prompt=prompt.tokens,
             stopping_criteria=prompt.stopping_criteria,
@@ -299,7 +325,7 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         runtime = self._runtime()
-        with runtime.lock:
+        with runtime.lock, decode_errors():
             response, _ = self._start(runtime, messages, stop, kwargs, stream=False)
         choice = response["choices"][0]
         message = AIMessage(
@@ -320,7 +346,7 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         runtime = self._runtime()
-        with runtime.lock:  # held until the stream ends or is closed
+        with runtime.lock, decode_errors():  # held until the stream ends or is closed
             stream, prompt_tokens = self._start(runtime, messages, stop, kwargs, stream=True)
             parts: list[str] = []
             for part in stream:
@@ -376,6 +402,7 @@ class EmbeddedLLM(LlamaParams, LLM):
         runtime.require_room(len(tokens))
         runtime.fresh()
         params = self._call_params(stop, kwargs)
+        params["max_tokens"] = runtime.room_for(len(tokens), params["max_tokens"])
         return runtime.llama.create_completion(prompt=tokens, stream=stream, **params)
 
     def _call(
@@ -386,7 +413,7 @@ class EmbeddedLLM(LlamaParams, LLM):
         **kwargs: Any,
     ) -> str:
         runtime = self._runtime()
-        with runtime.lock:
+        with runtime.lock, decode_errors():
             response = self._start(runtime, prompt, stop, kwargs, stream=False)
         return str(response["choices"][0]["text"])
 
@@ -398,7 +425,7 @@ class EmbeddedLLM(LlamaParams, LLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         runtime = self._runtime()
-        with runtime.lock:
+        with runtime.lock, decode_errors():
             for part in self._start(runtime, prompt, stop, kwargs, stream=True):
                 text = part["choices"][0]["text"]
                 if not text:
