@@ -36,7 +36,7 @@ from pipelines.errors import (
     first_problem,
 )
 from pipelines.pool import bounded, default_concurrency
-from pipelines.settings import Settings
+from pipelines.settings import Settings, model_field
 from prompts import load_prompt, show
 
 ModelFactory = Callable[[Settings], Any]  # settings -> Backend (name, model, chat)
@@ -86,7 +86,8 @@ def backend_for(ctx: RunContext, system: SystemSpec) -> Any:
     if system.backend:
         overrides["backend"] = system.backend
     if system.model:
-        overrides["gguf" if system.backend == "embedded" else "ollama_model"] = system.model
+        backend = system.backend or ctx.settings.backend
+        overrides["gguf" if system.backend == "embedded" else model_field(backend)] = system.model
     settings = _with(ctx.settings, overrides, system.name) if overrides else ctx.settings
     key = settings.model_dump_json()
     if key not in ctx.backends:

@@ -39,7 +39,7 @@ class SystemSpec(BaseModel):
     name: str = Field(min_length=1)
     prompt: str | None = None  # a prompt name under prompts/ or a .jinja path
     outputs: Path | None = None  # outputs made elsewhere: {"id", "output"} lines
-    backend: Literal["auto", "ollama", "embedded"] | None = None
+    backend: Literal["auto", "ollama", "embedded", "openai"] | None = None
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # temperature, seed, max_tokens, ...
     shots: int = Field(0, ge=0, le=20)

@@ -97,15 +97,31 @@ class BackendError(LlamapipeError):
     exit_code = EXIT_BACKEND
 
 
-class OllamaUnreachableError(BackendError):
+class ServerUnreachableError(BackendError):
+    """Nothing answered at a model server's address."""
+
+
+class ModelMissingError(BackendError):
+    """The server answered, but does not serve the requested model."""
+
+
+class ServerResponseError(BackendError):
+    """The server answered with an error status or broke off mid-answer."""
+
+
+class ServerAuthError(BackendError):
+    """The server refused the API key (401/403); the message never contains the key."""
+
+
+class OllamaUnreachableError(ServerUnreachableError):
     """Nothing answered at the Ollama host."""
 
 
-class OllamaModelMissingError(BackendError):
+class OllamaModelMissingError(ModelMissingError):
     """Ollama answered, but the requested model is not pulled there."""
 
 
-class OllamaResponseError(BackendError):
+class OllamaResponseError(ServerResponseError):
     """Ollama answered with an error status or broke off mid-answer."""
 
 

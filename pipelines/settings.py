@@ -5,7 +5,8 @@ Where a value comes from, highest priority first:
 1. CLI flags (or keyword arguments to `load_settings`)
 2. `LLAMAPIPE_<FIELD>` environment variables (lists as JSON or comma-separated:
    `LLAMAPIPE_SANDBOX_MODULES=numpy,sympy`)
-3. `OLLAMA_HOST`, the variable Ollama's own tools read (for `ollama_host` only)
+3. `OLLAMA_HOST` and `OPENAI_BASE_URL`, the variables Ollama's and OpenAI's own tools read
+   (for `ollama_host` and `openai_base_url` only)
 4. the TOML config file: `$LLAMAPIPE_CONFIG`, else `<user config dir>/llamapipe/config.toml`
    (`~/.config/llamapipe/config.toml` on Linux)
 5. the defaults below
@@ -38,7 +39,17 @@ APP_NAME = "llamapipe"
 ENV_PREFIX = "LLAMAPIPE_"
 CONFIG_ENV = "LLAMAPIPE_CONFIG"
 
-BackendName = Literal["auto", "ollama", "embedded"]
+BackendName = Literal["auto", "ollama", "embedded", "openai"]
+
+
+def model_field(backend: str) -> str:
+    """The setting that `--model` (and an eval system's `model:`) names for `backend`."""
+    return "openai_model" if backend == "openai" else "ollama_model"
+
+
+def host_field(backend: str) -> str:
+    """The setting that `--host` names for `backend`."""
+    return "openai_base_url" if backend == "openai" else "ollama_host"
 
 
 def default_config_file() -> Path:
@@ -59,8 +70,9 @@ class Settings(BaseSettings):
     # -- which model ------------------------------------------------------------------
     backend: BackendName = Field(
         "auto",
-        description="Model backend: 'ollama', 'embedded' (llama.cpp in-process), or 'auto' "
-        "(Ollama when it is reachable and has the model, else embedded).",
+        description="Model backend: 'ollama', 'embedded' (llama.cpp in-process), 'openai' (an "
+        "OpenAI-compatible server: vLLM, llama-server...), or 'auto' (Ollama when it is "
+        "reachable and has the model, else embedded).",
     )
     ollama_host: str = Field(
         "http://127.0.0.1:11434",
@@ -71,6 +83,29 @@ class Settings(BaseSettings):
     )
     ollama_embed_model: str = Field(
         "bge-m3", description="Ollama embedding model, used for dense retrieval when present."
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible server's API address; OPENAI_BASE_URL is honoured too. "
+        "An address without a path gets /v1.",
+    )
+    openai_model: str = Field(
+        "", description="Model id on the OpenAI-compatible server; empty means the first it lists."
+    )
+    openai_embed_model: str = Field(
+        "",
+        description="Embedding model id on the OpenAI-compatible server (/v1/embeddings), for "
+        "dense retrieval; empty means BM25 only.",
+    )
+    openai_embed_base_url: str = Field(
+        "",
+        description="Where openai_embed_model is served, when not on openai_base_url (vLLM "
+        "serves one model per process); empty means openai_base_url.",
+    )
+    openai_api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the server's API key (the key "
+        "itself is never stored in settings or printed); unset means no key.",
     )
     gguf: Path | None = Field(
         None,
@@ -98,7 +133,9 @@ class Settings(BaseSettings):
 
     # -- runtime --------------------------------------------------------------------------
     timeout: float = Field(
-        120.0, gt=0, description="Seconds to wait for Ollama to answer a request."
+        120.0,
+        gt=0,
+        description="Seconds to wait for a served model (Ollama, OpenAI-compatible) to answer.",
     )
     probe_timeout: float = Field(
         1.0, gt=0, description="Seconds 'auto' waits to learn whether Ollama is there."
@@ -115,7 +152,8 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="Model calls an eval runs at once; empty means 4 for Ollama (set "
-        "OLLAMA_NUM_PARALLEL on the server to match) and 1 for the embedded model.",
+        "OLLAMA_NUM_PARALLEL on the server to match), 8 for an OpenAI-compatible server, and "
+        "1 for the embedded model.",
     )
     threads: int | None = Field(
         None,
@@ -161,7 +199,8 @@ class Settings(BaseSettings):
         return (
             init_settings,
             _EnvSource(settings_cls),
-            _OllamaHostSource(settings_cls),
+            _ForeignEnvSource(settings_cls, "ollama_host", "OLLAMA_HOST"),
+            _ForeignEnvSource(settings_cls, "openai_base_url", "OPENAI_BASE_URL"),
             TomlConfigSettingsSource(settings_cls, toml_file=default_config_file()),
         )
 
@@ -189,15 +228,20 @@ class _EnvSource(EnvSettingsSource):
             ) from None
 
 
-class _OllamaHostSource(PydanticBaseSettingsSource):
-    """Reads Ollama's own `OLLAMA_HOST`, so one setting points every tool at the server."""
+class _ForeignEnvSource(PydanticBaseSettingsSource):
+    """Reads another tool's variable (Ollama's `OLLAMA_HOST`, the OpenAI SDK's
+    `OPENAI_BASE_URL`) for one field, so one setting points every tool at the server."""
+
+    def __init__(self, settings_cls: type[BaseSettings], field: str, variable: str) -> None:
+        super().__init__(settings_cls)
+        self.field, self.variable = field, variable
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        host = os.environ.get("OLLAMA_HOST", "").strip()
-        return {"ollama_host": host} if host else {}
+        value = os.environ.get(self.variable, "").strip()
+        return {self.field: value} if value else {}
 
 
 def load_settings(
@@ -242,7 +286,11 @@ def _read_layers(cli: dict[str, Any], path: Path) -> list[tuple[str, dict[str, A
     return [
         ("cli", cli),
         ("env " + ENV_PREFIX + "*", env_values),
-        ("env OLLAMA_HOST", _OllamaHostSource(Settings)()),
+        ("env OLLAMA_HOST", _ForeignEnvSource(Settings, "ollama_host", "OLLAMA_HOST")()),
+        (
+            "env OPENAI_BASE_URL",
+            _ForeignEnvSource(Settings, "openai_base_url", "OPENAI_BASE_URL")(),
+        ),
         (f"file {path}", file_values),
     ]
 

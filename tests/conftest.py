@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 - Every test runs with user state (config, data, caches, HOME) in a tmp dir and with
-  no LLAMAPIPE_* / OLLAMA_HOST from the developer's shell: tests never touch `~`.
+  no LLAMAPIPE_* / OLLAMA_HOST / OPENAI_* from the developer's shell: tests never touch `~`.
 - Sockets are disabled (pytest-socket) except in tests marked `ollama`.
 - `ollama_target` is our Ollama-protocol server on loopback (backed by the embedded
   model), or with `--real-ollama` the real Ollama at $OLLAMA_HOST.
@@ -39,6 +39,13 @@ needs_walls = pytest.mark.skipif(bool(NO_WALLS), reason=f"no sandbox walls here:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
+        "--openai-url",
+        default="",
+        help="run the `openai` tests against the OpenAI-compatible server at this base URL "
+        "(key: $OPENAI_API_KEY; model: $LLAMAPIPE_TEST_OPENAI_MODEL, else the first listed; "
+        "embeddings: $LLAMAPIPE_TEST_OPENAI_EMBED_MODEL) instead of llama-cpp-python's server",
+    )
+    parser.addoption(
         "--real-ollama",
         action="store_true",
         help="run the `ollama` tests against the real Ollama at $OLLAMA_HOST "
@@ -48,19 +55,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("ollama"):
+        if item.get_closest_marker("ollama") or item.get_closest_marker("openai"):
             item.add_marker(pytest.mark.enable_socket)
 
+
+# Other tools' variables llamapipe reads; the autouse fixture below wipes them too.
+FOREIGN_VARIABLES = ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_API_KEY")
 
 # Read before the autouse fixture below wipes them from the environment.
 _REAL_OLLAMA_HOST = os.environ.get("OLLAMA_HOST", "")
 _REAL_OLLAMA_MODEL = os.environ.get("LLAMAPIPE_TEST_OLLAMA_MODEL", "")
+_OPENAI_TEST_KEY = os.environ.get("OPENAI_API_KEY", "")
+_OPENAI_TEST_MODEL = os.environ.get("LLAMAPIPE_TEST_OPENAI_MODEL", "")
+_OPENAI_TEST_EMBED_MODEL = os.environ.get("LLAMAPIPE_TEST_OPENAI_EMBED_MODEL", "")
 
 
 @pytest.fixture(autouse=True)
 def isolated_user_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
-        if name.startswith("LLAMAPIPE_") or name == "OLLAMA_HOST":
+        if name.startswith("LLAMAPIPE_") or name in FOREIGN_VARIABLES:
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()
@@ -120,3 +133,47 @@ def test_server(ollama_target: OllamaTarget) -> OllamaProtocolServer:
     if ollama_target.server is None:
         pytest.skip("failure injection needs llamapipe's test server, not a real Ollama")
     return ollama_target.server
+
+
+@dataclass
+class OpenAITarget:
+    url: str  # the base URL, ending in /v1
+    model: str
+    embed_model: str  # "" when the server has no embedding model to test
+    key: str  # "" when the server takes none
+    ours: bool  # True: the llama-cpp-python server the suite started (its settings are known)
+
+
+@pytest.fixture(scope="session")
+def _llama_cpp_server(
+    gguf_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OpenAITarget]:
+    from tests.openai_server import LlamaCppServer
+
+    with LlamaCppServer(gguf_path, tmp_path_factory.mktemp("llama-cpp-server")) as server:
+        yield OpenAITarget(
+            url=server.url, model=server.chat_model, embed_model=server.embed_model,
+            key=server.key, ours=True,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def openai_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> OpenAITarget:
+    """Where the `openai` tests send HTTP: llama-cpp-python's own OpenAI-compatible server
+    (`python -m llama_cpp.server`) on loopback, or any server given with --openai-url
+    (`make test-openai`). $OPENAI_API_KEY is set to the server's key."""
+    url = request.config.getoption("--openai-url")
+    if not url:
+        target: OpenAITarget = request.getfixturevalue("_llama_cpp_server")
+    else:
+        from pipelines.backends.openai_compat import normalize_base_url, probe_server
+
+        base = normalize_base_url(url)
+        status = probe_server(base, _OPENAI_TEST_KEY or None, timeout=5.0)
+        if not status.reachable or status.error:
+            pytest.fail(f"--openai-url: {base} is not usable: {status.error}")
+        model = _OPENAI_TEST_MODEL or next(iter(status.model_names), "")
+        target = OpenAITarget(base, model, _OPENAI_TEST_EMBED_MODEL, _OPENAI_TEST_KEY, False)
+    if target.key:
+        monkeypatch.setenv("OPENAI_API_KEY", target.key)
+    return target

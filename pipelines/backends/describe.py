@@ -6,12 +6,14 @@ from typing import Any
 
 
 def describe_model(model: Any) -> tuple[str, str]:
-    """(backend, model name) for results: 'ollama', 'embedded', or the class name."""
+    """(backend, model name) for results: 'ollama', 'embedded', 'openai', or the class name."""
     from pipelines.backends.embedded import EmbeddedChatModel, EmbeddedLLM
 
     if isinstance(model, EmbeddedChatModel | EmbeddedLLM):
         return "embedded", model.model_name
     module = type(model).__module__
+    if module.endswith("openai_compat"):
+        return "openai", str(getattr(model, "model_name", "?"))
     if module.startswith("langchain_ollama") or type(model).__name__.startswith("Ollama"):
         return "ollama", str(getattr(model, "model", "?"))
     name = getattr(model, "model_name", None) or getattr(model, "model", None)

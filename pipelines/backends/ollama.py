@@ -10,18 +10,17 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 import ollama
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 
+from pipelines.backends.address import parse_address
 from pipelines.backends.ollama_tokens import OllamaTokens, tokens_for
 from pipelines.backends.retry import Backoff, retrying, retrying_stream
 from pipelines.errors import (
     BackendError,
-    ConfigError,
     ContextOverflowError,
     ModelTimeoutError,
     OllamaModelMissingError,
@@ -39,26 +38,12 @@ def normalize_host(host: str) -> str:
 
     Without a scheme the port defaults to 11434; with one, to the scheme's own port.
     """
-    host = host.strip() or "127.0.0.1"
-    scheme, sep, rest = host.partition("://")
-    if not sep:
-        scheme, rest, default_port = "http", host, DEFAULT_PORT
-    else:
-        default_port = 443 if scheme == "https" else 80
-    parts = urlsplit(f"{scheme}://{rest}")
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        raise ConfigError(
-            f"Ollama host {host!r} has an invalid port",
-            hint="set OLLAMA_HOST or LLAMAPIPE_OLLAMA_HOST like 127.0.0.1:11434",
-        ) from None
-    hostname = parts.hostname or "127.0.0.1"
-    if hostname in ("0.0.0.0", "::"):  # bind-all addresses: connect to this machine
-        hostname = "127.0.0.1"
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    return f"{scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+    address = parse_address(
+        host, what="Ollama host", example="127.0.0.1:11434 (OLLAMA_HOST or LLAMAPIPE_OLLAMA_HOST)"
+    )
+    if not address.had_scheme:
+        return address.url(DEFAULT_PORT)
+    return address.url(443 if address.scheme == "https" else 80)
 
 
 def unreachable_error(host: str, detail: str = "") -> OllamaUnreachableError:

@@ -1,0 +1,370 @@
+"""The OpenAI-compatible backend: vLLM, llama.cpp's `llama-server`, llama-cpp-python's server,
+TGI, SGLang, LM Studio, or Ollama's own `/v1`: anything that serves `/v1/chat/completions`.
+
+langchain-openai's models, with what llamapipe's other backends give too: errors that name the
+fix (a base URL without its `/v1`, a refused key, a model the server does not serve), a known
+context window, and token counts that never reach tiktoken. tiktoken downloads its encodings
+on first use (so it fails offline) and they are OpenAI's tokenizers, not Llama's; the budget's
+conservative per-script estimate stands in. Servers refuse an over-long prompt with a 400
+rather than cutting it, and that refusal becomes a ContextOverflowError.
+
+The API key is read from the environment variable the settings name (OPENAI_API_KEY by
+default) and is never printed: messages name the variable, not its value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+from langchain_core.messages import BaseMessage
+from langchain_openai import OpenAI, OpenAIEmbeddings
+from langchain_openai.chat_models.base import BaseChatOpenAI
+
+from pipelines.backends.address import parse_address
+from pipelines.budget import CONSERVATIVE
+from pipelines.errors import (
+    BackendError,
+    ContextOverflowError,
+    ModelMissingError,
+    ModelTimeoutError,
+    ServerAuthError,
+    ServerResponseError,
+    ServerUnreachableError,
+)
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+NO_KEY = "EMPTY"  # what vLLM's docs send to a server started without --api-key
+START_HINT = (
+    "start it (vLLM: `vllm serve MODEL`; llama.cpp: `llama-server -m MODEL.gguf --port 8000`), "
+    "or point --host (LLAMAPIPE_OPENAI_BASE_URL) at where it runs"
+)
+
+
+def normalize_base_url(url: str) -> str:
+    """`localhost:8000`, `http://gpu:8000`, `http://gpu:8000/v1/` -> `http://gpu:8000/v1`.
+
+    Without a scheme, http; without a path, `/v1` (every OpenAI-compatible server serves
+    the API there); a path given is kept, for servers mounted elsewhere.
+    """
+    address = parse_address(
+        url or "127.0.0.1:8000",
+        what="OpenAI-compatible base URL",
+        example="http://127.0.0.1:8000/v1 (--host or LLAMAPIPE_OPENAI_BASE_URL)",
+    )
+    return address.url(path=address.path or "/v1")
+
+
+def api_key(key_env: str) -> str | None:
+    """The key in `$key_env`, or None when the variable is unset or empty."""
+    return os.environ.get(key_env, "").strip() or None
+
+
+# -- errors that say what to do next -------------------------------------------------------
+
+
+def unreachable_error(base_url: str, detail: str = "") -> ServerUnreachableError:
+    suffix = f" ({detail})" if detail else ""
+    return ServerUnreachableError(
+        f"cannot reach an OpenAI-compatible server at {base_url}{suffix}", hint=START_HINT
+    )
+
+
+def not_an_api_error(base_url: str, status: int) -> ServerResponseError:
+    parts = urlsplit(base_url)
+    return ServerResponseError(
+        f"{base_url}/models answered {status}: no OpenAI-compatible API at that base URL",
+        hint=f"the base URL is usually the server's address plus /v1 "
+        f"({parts.scheme}://{parts.netloc}/v1); check --host or LLAMAPIPE_OPENAI_BASE_URL",
+    )
+
+
+def auth_error(base_url: str, key_env: str, status: int = 401) -> ServerAuthError:
+    if api_key(key_env) is None:
+        what, hint = (
+            f"the server at {base_url} wants an API key ({status}), and ${key_env} is not set",
+            f"export {key_env}=<the server's key> (vLLM and llama-server take it as --api-key)",
+        )
+    else:
+        what, hint = (
+            f"the server at {base_url} refused the API key in ${key_env} ({status})",
+            f"put the key the server was started with in ${key_env}, or name another variable "
+            "with LLAMAPIPE_OPENAI_API_KEY_ENV",
+        )
+    return ServerAuthError(what, hint=hint)
+
+
+def unknown_model_error(base_url: str, model: str, served: list[str]) -> ModelMissingError:
+    if not served:
+        return ModelMissingError(
+            f"the server at {base_url} does not serve '{model}'",
+            hint="`llamapipe models` lists what it serves; choose one with --model "
+            "(LLAMAPIPE_OPENAI_MODEL)",
+        )
+    return ModelMissingError(
+        f"the server at {base_url} does not serve '{model}'; it serves: {', '.join(served)}",
+        hint="choose one with --model (LLAMAPIPE_OPENAI_MODEL), or start the server with "
+        f"'{model}'",
+    )
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        text = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else inner
+        if text:
+            return str(text)
+    return exc.message
+
+
+@contextlib.contextmanager
+def translate_errors(base_url: str, model: str, key_env: str, timeout: float) -> Iterator[None]:
+    """Turn openai-client and httpx exceptions into llamapipe errors with a next step."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise auth_error(base_url, key_env, exc.status_code) from None
+    except openai.NotFoundError as exc:
+        text = _message(exc)
+        if "model" in text.lower():  # vLLM: "The model `x` does not exist."
+            raise unknown_model_error(base_url, model, []) from None
+        raise not_an_api_error(base_url, 404) from None
+    except openai.BadRequestError as exc:
+        text = _message(exc)
+        if any(word in text.lower() for word in ("context", "maximum", "too long", "exceed")):
+            raise ContextOverflowError(
+                f"the server at {base_url} refused the prompt: {text}",
+                hint="shorten the input or lower --max-tokens; the window is the server's "
+                "(vLLM: --max-model-len; llama-server: --ctx-size)",
+            ) from None
+        raise ServerResponseError(
+            f"the server at {base_url} refused the request (400): {text}",
+            hint="read the server's log; llamapipe sends standard chat-completion fields",
+        ) from None
+    except openai.APITimeoutError:
+        raise ModelTimeoutError(
+            f"the server at {base_url} did not answer within {timeout:g} s",
+            hint="raise LLAMAPIPE_TIMEOUT, or lower --concurrency if the server is overloaded",
+        ) from None
+    except (openai.APIConnectionError, httpx.ConnectError, ConnectionError) as exc:
+        raise unreachable_error(base_url, _reason(exc)) from None
+    except openai.APIStatusError as exc:
+        raise ServerResponseError(
+            f"the server at {base_url} answered {exc.status_code}: {_message(exc)}",
+            hint="read the server's log",
+        ) from None
+    except (openai.APIError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise ServerResponseError(
+            f"the connection to {base_url} broke off mid-answer ({exc})",
+            hint="try again; if it repeats, read the server's log",
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:  # the openai client wraps the socket error; say what it was
+        if "refused" in str(cause).lower():
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc).split("\n")[0][:120]
+
+
+# -- the models ---------------------------------------------------------------------------
+
+
+class _Served:
+    """Mixin: a known window, conservative token counts, and translated errors."""
+
+    exact_token_counts: ClassVar[bool] = False
+    num_ctx: int
+    server_window: int | None
+    key_env: str
+    openai_api_base: str | None
+    request_timeout: Any
+
+    def _model_id(self) -> str:
+        return str(getattr(self, "model_name", None) or getattr(self, "model", ""))
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        timeout = self.request_timeout if isinstance(self.request_timeout, int | float) else 0
+        return translate_errors(
+            self.openai_api_base or "", self._model_id(), self.key_env, float(timeout or 0)
+        )
+
+    # Each call runs inside _errors(); these sit before the langchain-openai class in the
+    # MRO, so super() reaches its methods.
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self._errors():
+            return super()._generate(*args, **kwargs)  # type: ignore[misc]
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with self._errors():
+            yield from self._nonempty(super()._stream(*args, **kwargs))  # type: ignore[misc]
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        with self._errors():
+            return await super()._agenerate(*args, **kwargs)  # type: ignore[misc]
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        with self._errors():
+            empty = True
+            async for chunk in super()._astream(*args, **kwargs):  # type: ignore[misc]
+                empty = False
+                yield chunk
+            if empty:
+                raise self._empty_stream()
+
+    def _nonempty(self, chunks: Iterator[Any]) -> Iterator[Any]:
+        empty = True
+        for chunk in chunks:
+            empty = False
+            yield chunk
+        if empty:
+            raise self._empty_stream()
+
+    def _empty_stream(self) -> ServerResponseError:
+        # llama-cpp-python's server answers 200 and then an empty stream when the prompt
+        # does not fit its window; the reason is only in its log.
+        return ServerResponseError(
+            f"the server at {self.openai_api_base} ended the stream without a word",
+            hint="the prompt may be longer than the server's context window (its log says); "
+            "shorten it, or read the server's log",
+        )
+
+    def context_window(self) -> int:
+        """`num_ctx`, capped at the window the server reports (vLLM's `max_model_len`)."""
+        if self.server_window:
+            return min(self.num_ctx, self.server_window)
+        return self.num_ctx
+
+    def get_num_tokens(self, text: str) -> int:
+        return int(CONSERVATIVE.text(text) + 0.999)
+
+    def get_num_tokens_from_messages(
+        self, messages: Sequence[BaseMessage], tools: Sequence[Any] | None = None, **_: Any
+    ) -> int:
+        return int(CONSERVATIVE.messages(messages) + 0.999)
+
+
+class OpenAIChat(_Served, BaseChatOpenAI):
+    """Chat completions (`/v1/chat/completions`) on an OpenAI-compatible server.
+
+    BaseChatOpenAI, not ChatOpenAI: that one renames `max_tokens` to OpenAI's newer
+    `max_completion_tokens`, which several compatible servers ignore.
+    """
+
+    num_ctx: int = 4096
+    server_window: int | None = None
+    key_env: str = DEFAULT_KEY_ENV
+    use_responses_api: bool | None = False  # compatible servers speak chat completions
+
+
+class OpenAICompletion(_Served, OpenAI):
+    """Text completions (`/v1/completions`): the completion form of PAL's prompts."""
+
+    num_ctx: int = 4096
+    server_window: int | None = None
+    key_env: str = DEFAULT_KEY_ENV
+
+
+class OpenAIEmbed(OpenAIEmbeddings):
+    """`/v1/embeddings` for dense retrieval, with translated errors and no tiktoken
+    (check_embedding_ctx_length=False sends the text itself, not OpenAI token ids)."""
+
+    key_env: str = DEFAULT_KEY_ENV
+    check_embedding_ctx_length: bool = False
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        timeout = self.request_timeout if isinstance(self.request_timeout, int | float) else 0
+        return translate_errors(
+            self.openai_api_base or "", self.model, self.key_env, float(timeout or 0)
+        )
+
+    def embed_documents(
+        self, texts: list[str], chunk_size: int | None = None, **kwargs: Any
+    ) -> list[list[float]]:
+        with self._errors():
+            return super().embed_documents(texts, chunk_size, **kwargs)
+
+    def embed_query(self, text: str, **kwargs: Any) -> list[float]:
+        with self._errors():
+            return super().embed_query(text, **kwargs)
+
+
+# -- what a server serves ------------------------------------------------------------------
+
+
+@dataclass
+class ServerStatus:
+    """What a quick look at `/v1/models` found. Never holds the key."""
+
+    base_url: str
+    reachable: bool
+    models: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    status_code: int | None = None  # of a failed /models request
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m["id"] for m in self.models]
+
+    def has_model(self, name: str) -> bool:
+        return name in self.model_names
+
+    def window(self, name: str) -> int | None:
+        """The model's context window, when the server says (vLLM's `max_model_len`)."""
+        for m in self.models:
+            if m["id"] == name and m.get("max_model_len"):
+                return int(m["max_model_len"])
+        return None
+
+    def raise_for_use(self, key_env: str) -> None:
+        """Raise the error that says what to do, unless the server is usable."""
+        if not self.reachable:
+            raise unreachable_error(self.base_url, self.error or "")
+        if self.status_code in (401, 403):
+            raise auth_error(self.base_url, key_env, self.status_code)
+        if self.status_code == 404:
+            raise not_an_api_error(self.base_url, 404)
+        if self.error:
+            raise ServerResponseError(
+                f"the server at {self.base_url} gave no model list: {self.error}",
+                hint="check that --host (LLAMAPIPE_OPENAI_BASE_URL) is an OpenAI-compatible API",
+            )
+
+
+def probe_server(base_url: str, key: str | None, timeout: float) -> ServerStatus:
+    """GET `{base_url}/models`; never raises for a missing or refusing server."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            response = client.get(f"{base_url}/models", headers=headers)
+    except httpx.HTTPError as exc:
+        return ServerStatus(base_url, reachable=False, error=_reason(exc))
+    if response.status_code != 200:
+        return ServerStatus(
+            base_url, reachable=True, error=f"HTTP {response.status_code}",
+            status_code=response.status_code,
+        )  # fmt: skip
+    try:
+        data = response.json()["data"]
+        models = [
+            {
+                "id": str(m["id"]),
+                "owned_by": m.get("owned_by"),
+                "max_model_len": m.get("max_model_len"),
+            }
+            for m in data
+        ]
+    except (ValueError, KeyError, TypeError):
+        return ServerStatus(base_url, reachable=True, error="the answer is not a model list")
+    return ServerStatus(base_url, reachable=True, models=models)
