@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install lock demo test test-fast test-ollama bench lint clean
+.PHONY: install lock demo test test-fast test-ollama test-openai bench lint clean
 
 # The exact versions CI tested; `make install` installs these and nothing newer.
 # Upgrading is deliberate: `make lock` re-resolves from pyproject.toml's ranges, then runs the suite.
@@ -77,6 +77,12 @@ test-fast: install
 # when none answers). LLAMAPIPE_TEST_OLLAMA_MODEL picks the model (default: the first one pulled).
 test-ollama: install
 	$(BIN)/pytest -m ollama --real-ollama
+
+# The OpenAI-compatible backend's tests against any server: make test-openai URL=http://host:8000/v1
+# (key: $OPENAI_API_KEY; model: $LLAMAPIPE_TEST_OPENAI_MODEL; embeddings:
+# $LLAMAPIPE_TEST_OPENAI_EMBED_MODEL). Without URL, against llama-cpp-python's own server.
+test-openai: install
+	$(BIN)/pytest -m openai $(if $(URL),--openai-url "$(URL)")
 
 bench: install
 	$(BIN)/python -m bench

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import Settings, host_field, load_settings, model_field
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -36,13 +36,18 @@ _MODEL_FLAGS = [
     for name, annotation in {
         "backend": Annotated[
             Optional[str],
-            _flag("--backend", "-b", help="auto | ollama | embedded", metavar="NAME"),
+            _flag("--backend", "-b", help="auto | ollama | embedded | openai", metavar="NAME"),
         ],
-        "ollama_model": Annotated[
-            Optional[str], _flag("--model", "-m", help="Ollama model tag, e.g. llama3.1:8b")
+        "model": Annotated[
+            Optional[str],
+            _flag("--model", "-m", help="Ollama tag (llama3.1:8b), or an OpenAI server's model id"),
         ],
-        "ollama_host": Annotated[
-            Optional[str], _flag("--host", help="Ollama address (default: OLLAMA_HOST)")
+        "host": Annotated[
+            Optional[str],
+            _flag(
+                "--host",
+                help="Ollama address (default: OLLAMA_HOST), or the OpenAI-compatible base URL",
+            ),
         ],
         "gguf": Annotated[
             Optional[Path], _flag("--gguf", help="GGUF file for the embedded backend")
@@ -58,6 +63,16 @@ _MODEL_FLAGS = [
 ]
 
 
+def settings_from_flags(flags: dict[str, Any]) -> Settings:
+    """The effective settings; `--model` and `--host` name the chosen backend's model and
+    server (Ollama's tag and host, or the OpenAI-compatible server's model id and URL)."""
+    model, host = flags.pop("model", None), flags.pop("host", None)
+    if model is None and host is None:
+        return load_settings(flags)
+    backend = load_settings(flags).backend
+    return load_settings({**flags, model_field(backend): model, host_field(backend): host})
+
+
 def with_model_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the model flags; it receives the effective `settings` instead."""
     signature = inspect.signature(fn, eval_str=True)
@@ -66,13 +81,24 @@ def with_model_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> Any:
         flags = {p.name: kwargs.pop(p.name) for p in _MODEL_FLAGS}
-        return fn(*args, settings=load_settings(flags), **kwargs)
+        return fn(*args, settings=settings_from_flags(flags), **kwargs)
 
     command.__signature__ = signature.replace(parameters=own + _MODEL_FLAGS)  # type: ignore[attr-defined]
     return command
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ConcurrencyFlag = Annotated[
+    Optional[int],
+    typer.Option(
+        "--concurrency",
+        "-j",
+        min=1,
+        max=256,
+        help="Model calls at once (default: LLAMAPIPE_CONCURRENCY, else 4 for Ollama, 8 for an "
+        "OpenAI-compatible server, 1 for the embedded model).",
+    ),
+]
 VerboseFlag = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show the rendered prompt on stderr.")
 ]

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from commands import common
-from commands.common import JsonFlag, err, out, print_json
+from commands.common import ConcurrencyFlag, JsonFlag, err, out, print_json
 from pipelines.errors import EXIT_FAILED, Interrupted, UsageError
 from pipelines.inputs import writable_folder
 from pipelines.settings import load_settings
@@ -37,16 +37,7 @@ def run(
     scheduled: Annotated[
         bool, typer.Option("--scheduled", help="Take the lock; exit 1 on a significant regression.")
     ] = False,
-    concurrency: Annotated[
-        Optional[int],
-        typer.Option(
-            "--concurrency",
-            "-j",
-            min=1,
-            max=256,
-            help="Model calls at once (default: the spec's, else 4 for Ollama, 1 embedded).",
-        ),
-    ] = None,
+    concurrency: ConcurrencyFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a spec (resuming an unfinished run of it), score it, write reports and history."""

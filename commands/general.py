@@ -56,7 +56,8 @@ def config(as_json: JsonFlag = False) -> None:
 
 
 def models(as_json: JsonFlag = False) -> None:
-    """List backends: Ollama's reachability and models, the embedded GGUF, and the auto choice."""
+    """List backends: Ollama's and an OpenAI-compatible server's models, the embedded GGUF,
+    and the auto choice."""
     from pipelines.backends import choose_backend, embedded_gguf, probe
     from pipelines.backends.embedded import llama_cpp_version
     from pipelines.backends.gguf import read_gguf_info
@@ -66,6 +67,7 @@ def models(as_json: JsonFlag = False) -> None:
     host = normalize_host(settings.ollama_host)
     with spinner(f"Asking Ollama at {host}..."):
         status = probe(host, settings.probe_timeout)
+    served = _openai_models(settings)
     embedded: dict[str, Any] = {"llama_cpp": llama_cpp_version(), "llama_cpp_amx": None}
     if embedded["llama_cpp"]:
         from pipelines.backends.llama_build import has_amx
@@ -99,6 +101,7 @@ def models(as_json: JsonFlag = False) -> None:
             "has_model": status.has_model(settings.ollama_model),
             "models": status.models,
         },
+        "openai": served,
         "embedded": embedded,
         "auto": {"choice": choice, "reason": reason},
     }
@@ -106,6 +109,43 @@ def models(as_json: JsonFlag = False) -> None:
         print_json(document)
         return
     _print_models(document)
+
+
+def _openai_models(settings: Settings) -> dict[str, Any]:
+    """What the OpenAI-compatible server at `openai_base_url` serves (never the key)."""
+    from pipelines.backends.openai_compat import api_key, normalize_base_url, probe_server
+
+    base_url = normalize_base_url(settings.openai_base_url)
+    timeout = settings.timeout if settings.backend == "openai" else settings.probe_timeout
+    with spinner(f"Asking {base_url}..."):
+        status = probe_server(base_url, api_key(settings.openai_api_key_env), timeout)
+    model = settings.openai_model or next(iter(status.model_names), "")
+    return {
+        "base_url": base_url,
+        "configured": settings.backend == "openai"
+        or settings.origin("openai_base_url") != "default",
+        "reachable": status.reachable,
+        "error": status.error,
+        "api_key_env": settings.openai_api_key_env,
+        "api_key_set": api_key(settings.openai_api_key_env) is not None,
+        "model": model,
+        "has_model": status.has_model(model),
+        "models": status.models,
+    }
+
+
+def _print_openai(served: dict[str, Any]) -> None:
+    if served["reachable"] and not served["error"]:
+        out.print(f"[b]openai[/b]   {served['base_url']}  [green]reachable[/green]")
+        table = Table("model", "context", "owned by", header_style="bold")
+        for m in served["models"]:
+            table.add_row(m["id"], str(m["max_model_len"] or ""), m["owned_by"] or "")
+        out.print(table if served["models"] else "  serves no models")
+    elif served["configured"] or served["reachable"]:
+        key = "" if served["api_key_set"] else f", ${served['api_key_env']} not set"
+        out.print(
+            f"[b]openai[/b]   {served['base_url']}  [red]not usable[/red] ({served['error']}{key})"
+        )
 
 
 def _print_models(doc: dict[str, Any]) -> None:
@@ -128,6 +168,7 @@ def _print_models(doc: dict[str, Any]) -> None:
         out.print(table if ollama["models"] else "  no models pulled yet")
     else:
         out.print(f"[b]ollama[/b]   {ollama['host']}  [red]not reachable[/red] ({ollama['error']})")
+    _print_openai(doc["openai"])
     if embedded.get("error"):
         out.print(f"[b]embedded[/b] [red]{embedded['error']}[/red]")
     else:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from commands import common
 from commands.common import (
+    ConcurrencyFlag,
     JsonFlag,
     VerboseFlag,
     announce,
@@ -158,16 +159,7 @@ def pal_run(
         Optional[int], typer.Option("--limit", help="Only the first N problems.", min=1)
     ] = None,
     form: FormFlag = "chat",
-    concurrency: Annotated[
-        Optional[int],
-        typer.Option(
-            "--concurrency",
-            "-j",
-            min=1,
-            max=256,
-            help="Problems at once (default: 4 for Ollama, 1 for the embedded model).",
-        ),
-    ] = None,
+    concurrency: ConcurrencyFlag = None,
     as_json: JsonFlag = False,
     *,
     settings: Settings,

@@ -49,7 +49,15 @@ def open_index(
         embeddings, name, why = load_embeddings(settings)
         err.print(f"[dim]dense retrieval: {why}[/dim]", highlight=False)
     where = index or settings.data_dir / "index"
-    return Index(where, embeddings=embeddings, embed_model=name, create=create)
+    calls = 1
+    if embeddings is not None:
+        from pipelines.backends.describe import describe_model
+        from pipelines.pool import default_concurrency
+
+        calls = settings.concurrency or default_concurrency(describe_model(embeddings)[0])
+    return Index(
+        where, embeddings=embeddings, embed_model=name, create=create, embed_concurrency=calls
+    )
 
 
 def _shown(source: str) -> str:
