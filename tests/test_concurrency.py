@@ -326,3 +326,32 @@ def test_rag_batch_honours_max_concurrency(tmp_path: Path, gguf_path: Path) -> N
         assert server.most_in_flight == 3
     assert [r.question for r in results] == questions
     assert all(r.citations for r in results[::2]), "each answer checked on its own"
+
+
+@pytest.mark.ollama
+async def test_pal_and_rag_abatch_honour_max_concurrency(tmp_path: Path, gguf_path: Path) -> None:
+    from pipelines.backends import load_backend
+    from pipelines.pal import PAL
+    from pipelines.rag import RAG, Index
+    from pipelines.sandbox import Sandbox
+
+    index = Index(tmp_path / "index")
+    index.ingest([ROOT / "evals" / "datasets" / "rag" / "corpus"])
+    with (
+        OllamaProtocolServer(
+            {TEST_MODEL: gguf_path}, scripted=lambda prompt: PROGRAM, latency=0.2
+        ) as server,
+        Sandbox(isolation="unsafe") as sandbox,
+    ):
+        chat = load_backend(settings_for(server)).chat
+        solved = await PAL(model=chat, sandbox=sandbox).abatch(
+            [f"q{k}?" for k in range(8)], config={"max_concurrency": 4}
+        )
+        assert server.most_in_flight == 4
+        server.most_in_flight = 0
+        answers = await RAG(model=chat, index=index, k=3).abatch(
+            ["처용가는 누가 지었나요?"] * 6, config={"max_concurrency": 2}
+        )
+        assert server.most_in_flight == 2
+    assert [r.answer for r in solved] == [42] * 8
+    assert len(answers) == 6

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.errors import UsageError
+from pipelines.pool import bounded
 from pipelines.rag.chunking import chunk_spans
 from pipelines.rag.documents import BadDocument, LoadedDocument, kind_of, load_document
 from pipelines.rag.tokenize import tokenize, tokenize_many
@@ -149,14 +150,17 @@ class Index:
         chunk_size: int = 800,
         overlap: int = 120,
         create: bool = True,
+        embed_concurrency: int = 1,
     ) -> None:
         """`create=False` opens only an index that exists (readers: a typo in the path must
-        not quietly make an empty index)."""
+        not quietly make an empty index). `embed_concurrency`: embedding calls in flight at
+        once while ingesting (a served model embeds several batches at once)."""
         self.path = Path(path).expanduser()
         self.embeddings = embeddings
         self.embed_model = embed_model or (type(embeddings).__name__ if embeddings else None)
         self.chunk_size = chunk_size
         self.overlap = overlap
+        self.embed_concurrency = embed_concurrency
         self._lock = threading.Lock()
         self._local = threading.local()  # one read connection per thread, opened once
         self._bm25: tuple[int, Any, np.ndarray] | None = None
@@ -301,10 +305,16 @@ class Index:
                 " ON v.chunk = c.id AND v.model = ? WHERE v.chunk IS NULL ORDER BY c.id",
                 (self.embed_model,),
             ).fetchall()
+        embeddings = self.embeddings
+        batches = [missing[i : i + batch] for i in range(0, len(missing), batch)]
+
+        def embed(part: list[tuple[int, str]]) -> list[list[float]]:
+            return embeddings.embed_documents([text for _, text in part])
+
         added = 0
-        for i in range(0, len(missing), batch):
-            part = missing[i : i + batch]
-            vectors = self.embeddings.embed_documents([text for _, text in part])
+        # Batches are embedded concurrently; each is written here, in this thread, as it
+        # comes back, so an interrupt keeps every batch written so far.
+        for part, vectors in bounded(embed, batches, self.embed_concurrency):
             with self._connect() as db:
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany(
