@@ -25,6 +25,11 @@ NOT_HERE = {
     "make ": "builds the venv this test runs in (CI runs `make test` itself)",
     "ollama ": "needs an Ollama server",
     "OLLAMA_HOST=": "needs an Ollama server at that address",
+    "vllm ": "needs vLLM and a GPU",
+    "llama-server ": "needs llama.cpp's server binary",
+    "python -m llama_cpp.server": "serves until stopped (tests/test_openai.py starts one)",
+    "llamapipe chat -b openai": "needs an OpenAI-compatible server (tests/test_openai.py)",
+    "LLAMAPIPE_BACKEND=openai": "needs an OpenAI-compatible server (tests/test_openai.py)",
     "llamapipe pal run gsm8k_test.jsonl": "needs Ollama and the user's GSM8K file",
     "llamapipe eval report RUNS --compare RUN_A RUN_B": "placeholders for the user's runs",
 }
