@@ -9,7 +9,7 @@ Counting, best source first:
 - llamapipe's models know their tokenizer and window (`context_window()` beside LangChain's
   `get_num_tokens_from_messages`): the embedded backend counts exactly with llama.cpp over
   the chat template; Ollama estimates per script with rates calibrated for the model against
-  the server's own `prompt_eval_count` (backends/ollama_tokens.py);
+  the server's own `prompt_eval_count` (backends/served_tokens.py);
 - any other model: the same estimate with conservative rates, and the window it declares
   (`num_ctx` or `n_ctx`), or none (then everything fits: pass `window=` to be safe).
 

@@ -16,7 +16,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from evals.runner import read_results, run_spec
 from evals.spec import load_spec
-from pipelines.backends import TOKEN_RATES_FILE, load_backend, ollama_tokens
+from pipelines.backends import TOKEN_RATES_FILE, load_backend, served_tokens
 from pipelines.budget import budget_for
 from pipelines.errors import ContextOverflowError, PromptTruncatedWarning
 from pipelines.rag import RAG, Index
@@ -34,9 +34,9 @@ MIXED = "The Samguk yusa keeps fourteen hyangga. " * 4 + KOREAN + "東京明期�
 @pytest.fixture(autouse=True)
 def fresh_calibrations() -> Iterator[None]:
     """Each test starts as a new process would: nothing counted in memory yet."""
-    ollama_tokens._shared.clear()
+    served_tokens._shared.clear()
     yield
-    ollama_tokens._shared.clear()
+    served_tokens._shared.clear()
 
 
 def settings_for(url: str, model: str, **more: object) -> Settings:
@@ -78,7 +78,7 @@ def test_calibration_is_kept_and_reused_by_the_next_process(
     (entry,) = kept.values()
     assert entry["rates"]["hangul"] > 1.5, "SmolLM2 spends 2-3 tokens per Hangul syllable"
 
-    ollama_tokens._shared.clear()  # a new process
+    served_tokens._shared.clear()  # a new process
     test_server.clear()
     load_backend(settings).chat.get_num_tokens("처용가")
     assert not [p for p, _ in test_server.requests if p == "/api/generate"], "no probe again"

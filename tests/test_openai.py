@@ -87,6 +87,31 @@ def test_completion_form(backend: Backend) -> None:
     assert isinstance(text, str) and text.strip()
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    ["Explain in detail how the committee reviewed the library budget. " * 6,
+     "향가는 신라 시대에 향찰로 기록된 노래로, 삼국유사에 열네 수가 전한다. " * 6],
+)  # fmt: skip
+def test_token_estimates_match_what_the_server_read(backend: Backend, prompt: str) -> None:
+    """Rates measured on the server (four one-token completions) estimate a chat prompt
+    within the budget's 10% margin, in English and in Korean (2-3x the tokens per character
+    for SmolLM2), without tiktoken."""
+    from langchain_core.messages import HumanMessage
+
+    estimate = backend.chat.get_num_tokens_from_messages([HumanMessage(content=prompt)])
+    reply = load_backend(settings_for_backend(backend, max_tokens=1)).chat.invoke(prompt)
+    assert reply.usage_metadata is not None
+    read = reply.usage_metadata["input_tokens"]
+    assert abs(estimate - read) <= 0.1 * read, (estimate, read)
+
+
+def settings_for_backend(backend: Backend, **more: object) -> Settings:
+    chat = backend.chat
+    assert isinstance(chat, OpenAIChat)
+    return load_settings({"backend": "openai", "openai_base_url": chat.openai_api_base,
+                          "openai_model": backend.model, **more})  # fmt: skip
+
+
 def test_max_tokens_reaches_the_server(openai_target: OpenAITarget) -> None:
     reply = load_backend(settings_for(openai_target, max_tokens=3)).chat.invoke(
         "Write a long story about the sea."

@@ -16,13 +16,15 @@ import pytest
 import tiktoken
 
 from commands.common import settings_from_flags
+from pipelines.backends import served_tokens
 from pipelines.backends.openai_compat import (
     OpenAIChat,
     OpenAIEmbed,
+    OpenAITokens,
     ServerStatus,
     normalize_base_url,
 )
-from pipelines.budget import budget_for
+from pipelines.budget import CONSERVATIVE, budget_for, script_counts
 from pipelines.errors import (
     ConfigError,
     ContextOverflowError,
@@ -181,21 +183,80 @@ def test_an_unreachable_server_names_how_to_start_one() -> None:
     assert "vllm serve" in (caught.value.hint or "")
 
 
-def test_tokens_are_counted_without_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
+def toy_count(text: str) -> int:
+    """A tokenizer for the fake server: BOS, 4 ASCII characters a token, 1 per Hangul."""
+    a, h, c, o = script_counts(text)
+    return 1 + -(-a // 4) + h + 2 * c + o
+
+
+def calibrating_server(seen: list[httpx.Request], completions: bool = True) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "llama", "max_model_len": 8192}]})
+        if request.url.path == "/v1/completions" and completions:
+            body = json.loads(request.content)
+            assert body["max_tokens"] == 1 and body["model"] == "llama"
+            usage = {"prompt_tokens": toy_count(body["prompt"]), "completion_tokens": 1}
+            return httpx.Response(200, json={"choices": [{"text": "x"}], "usage": usage})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    return handler
+
+
+@pytest.fixture
+def offline_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
     """tiktoken downloads its encodings on first use: offline that fails, and they are
-    OpenAI's tokenizers anyway. The budget's per-script estimate stands in."""
+    OpenAI's tokenizers anyway. Any use of it fails these tests."""
 
     def offline(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("tiktoken was asked")
 
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     monkeypatch.setattr(tiktoken, "encoding_for_model", offline)
-    model = chat_model(answering(200, completion()), num_ctx=4096, max_tokens=256)
+
+
+def with_server(monkeypatch: pytest.MonkeyPatch, handler: Handler) -> None:
+    def client(self: OpenAITokens) -> httpx.Client:
+        return httpx.Client(base_url=self.host, headers=self._headers,
+                            transport=httpx.MockTransport(handler))  # fmt: skip
+
+    monkeypatch.setattr(OpenAITokens, "_client", client)
+    served_tokens._shared.clear()
+
+
+def test_token_rates_are_measured_on_the_server_and_kept(
+    offline_tiktoken: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[httpx.Request] = []
+    with_server(monkeypatch, calibrating_server(seen))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-calibrate")
+    cache = tmp_path / "token-rates.json"
+    model = chat_model(answering(200, completion()), num_ctx=4096, max_tokens=256,
+                       token_cache=cache)  # fmt: skip
     budget = budget_for(model)
     assert (budget.window, budget.reserve) == (4096, 256)
+    english, korean = "word " * 100, "향가는 신라의 노래다 " * 30
+    for text, true in ((english, toy_count(english)), (korean, toy_count(korean))):
+        estimate = model.get_num_tokens(text)
+        assert abs(estimate - true) <= 0.1 * true + 2, (text[:10], estimate, true)
+    assert {r.headers["authorization"] for r in seen} == {"Bearer sk-calibrate"}
+    assert "sk-calibrate" not in cache.read_text()  # the key is sent, never kept
+    probes = len(seen)
+    served_tokens._shared.clear()  # a new process reads the kept rates: no probes
+    chat_model(answering(200, completion()), token_cache=cache).get_num_tokens("hello")
+    assert len(seen) == probes + 1  # one /models look to confirm the identity
+
+
+def test_without_completions_the_estimate_is_conservative(
+    offline_tiktoken: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_server(monkeypatch, calibrating_server([], completions=False))
+    model = chat_model(answering(200, completion()))
+    budget = budget_for(model)
     english, korean = budget.count("a" * 300), budget.count("가" * 300)
-    assert korean > 2 * english  # Hangul costs more tokens per character
-    assert model.get_num_tokens("hello world") > 0
+    assert korean > 2 * english > 0  # Hangul costs more tokens per character
+    assert korean >= 300 * CONSERVATIVE.hangul  # never under the conservative rate
 
 
 def test_the_servers_window_caps_num_ctx() -> None:
@@ -204,8 +265,7 @@ def test_the_servers_window_caps_num_ctx() -> None:
     assert chat_model(answering(200, completion()), num_ctx=2048).context_window() == 2048
 
 
-def test_embeddings_send_text_not_token_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiktoken, "encoding_for_model", lambda *a: pytest.fail("tiktoken"))
+def test_embeddings_send_text_not_token_ids(offline_tiktoken: None) -> None:
     sent: list[Any] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -52,7 +52,7 @@ from pipelines.backends.openai_compat import (
 )
 from pipelines.settings import Settings
 
-TOKEN_RATES_FILE = "ollama-token-rates.json"  # in cache_dir: calibrated tokens per character
+TOKEN_RATES_FILE = "token-rates.json"  # in cache_dir: measured tokens per character, per model
 
 __all__ = [
     "Backend",
@@ -181,6 +181,7 @@ def _openai_backend(settings: Settings) -> Backend:
         "key_env": settings.openai_api_key_env,
         "timeout": settings.timeout,
         "max_retries": settings.retries,  # the openai client's backoff: 408/409/429/5xx, resets
+        "token_cache": settings.cache_dir / TOKEN_RATES_FILE,
     }
     sampling: dict[str, Any] = {
         "temperature": settings.temperature,

@@ -1,5 +1,5 @@
 """The Ollama backend: langchain-ollama models whose errors say what to do next, which know
-their context window and count prompt tokens (calibrated, see ollama_tokens), refuse a prompt
+their context window and count prompt tokens (calibrated, see served_tokens), refuse a prompt
 that cannot fit, and say so when Ollama cut one anyway (it does that silently)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 
 from pipelines.backends.address import parse_address
-from pipelines.backends.ollama_tokens import OllamaTokens, tokens_for
 from pipelines.backends.retry import Backoff, retrying, retrying_stream
+from pipelines.backends.served_tokens import OllamaTokens, tokens_for
 from pipelines.errors import (
     BackendError,
     ContextOverflowError,
@@ -130,7 +130,9 @@ class _Measured(_Translated):
     exact_token_counts: ClassVar[bool] = False
 
     def tokens(self) -> OllamaTokens:
-        return tokens_for(self.base_url or "", self.model, self.token_cache, self._timeout())
+        return tokens_for(
+            OllamaTokens, self.base_url or "", self.model, self.token_cache, self._timeout()
+        )
 
     def context_window(self) -> int:
         """`num_ctx` as sent with every request, capped at the model's own maximum."""

@@ -4,9 +4,11 @@ TGI, SGLang, LM Studio, or Ollama's own `/v1`: anything that serves `/v1/chat/co
 langchain-openai's models, with what llamapipe's other backends give too: errors that name the
 fix (a base URL without its `/v1`, a refused key, a model the server does not serve), a known
 context window, and token counts that never reach tiktoken. tiktoken downloads its encodings
-on first use (so it fails offline) and they are OpenAI's tokenizers, not Llama's; the budget's
-conservative per-script estimate stands in. Servers refuse an over-long prompt with a 400
-rather than cutting it, and that refusal becomes a ContextOverflowError.
+on first use (so it fails offline) and they are OpenAI's tokenizers, not Llama's. Instead the
+model's tokens per character are measured on the server once (`usage.prompt_tokens` of four
+one-token completions, see served_tokens) and kept in the cache dir; a server without
+`/v1/completions` gets the budget's conservative estimate. Servers refuse an over-long prompt
+with a 400 rather than cutting it, and that refusal becomes a ContextOverflowError.
 
 The API key is read from the environment variable the settings name (OPENAI_API_KEY by
 default) and is never printed: messages name the variable, not its value.
@@ -18,6 +20,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -28,7 +31,7 @@ from langchain_openai import OpenAI, OpenAIEmbeddings
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
 from pipelines.backends.address import parse_address
-from pipelines.budget import CONSERVATIVE
+from pipelines.backends.served_tokens import ServedTokens, tokens_for
 from pipelines.errors import (
     BackendError,
     ContextOverflowError,
@@ -181,13 +184,34 @@ def _reason(exc: BaseException) -> str:
 # -- the models ---------------------------------------------------------------------------
 
 
+class OpenAITokens(ServedTokens):
+    """Counts for a model on an OpenAI-compatible server: `usage.prompt_tokens` of raw
+    `/v1/completions` (no chat template), keyed by model id and base URL."""
+
+    def _read_identity(self, client: httpx.Client) -> None:
+        listed = client.get("models").raise_for_status().json().get("data", [])
+        entry: dict[str, Any] = next((m for m in listed if m.get("id") == self.model), {})
+        length = entry.get("max_model_len")
+        self._model_max = int(length) if length else None
+        self._key = f"{self.model}@{self.host}"
+
+    def _read_count(self, client: httpx.Client, text: str) -> int:
+        body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0}
+        answer = client.post("completions", json=body).raise_for_status().json()
+        count = (answer.get("usage") or {}).get("prompt_tokens")
+        if not isinstance(count, int) or count <= 0:
+            raise ValueError("the server gave no usage.prompt_tokens")
+        return count
+
+
 class _Served:
-    """Mixin: a known window, conservative token counts, and translated errors."""
+    """Mixin: a known window, calibrated token counts, and translated errors."""
 
     exact_token_counts: ClassVar[bool] = False
     num_ctx: int
     server_window: int | None
     key_env: str
+    token_cache: Path | None
     openai_api_base: str | None
     request_timeout: Any
 
@@ -246,13 +270,23 @@ class _Served:
             return min(self.num_ctx, self.server_window)
         return self.num_ctx
 
+    def tokens(self) -> OpenAITokens:
+        key = api_key(self.key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        timeout = self.request_timeout if isinstance(self.request_timeout, int | float) else 30
+        base = (self.openai_api_base or "").rstrip("/") + "/"  # so "models" joins under /v1
+        return tokens_for(
+            OpenAITokens, base, self._model_id(), self.token_cache, float(timeout), headers
+        )
+
     def get_num_tokens(self, text: str) -> int:
-        return int(CONSERVATIVE.text(text) + 0.999)
+        calibration = self.tokens().calibration()
+        return calibration.estimate_text(text) + int(calibration.rates.per_prompt)
 
     def get_num_tokens_from_messages(
         self, messages: Sequence[BaseMessage], tools: Sequence[Any] | None = None, **_: Any
     ) -> int:
-        return int(CONSERVATIVE.messages(messages) + 0.999)
+        return self.tokens().calibration().estimate_messages(messages)
 
 
 class OpenAIChat(_Served, BaseChatOpenAI):
@@ -265,6 +299,7 @@ class OpenAIChat(_Served, BaseChatOpenAI):
     num_ctx: int = 4096
     server_window: int | None = None
     key_env: str = DEFAULT_KEY_ENV
+    token_cache: Path | None = None  # where measured token rates are kept; None: not kept
     use_responses_api: bool | None = False  # compatible servers speak chat completions
 
 
@@ -274,6 +309,7 @@ class OpenAICompletion(_Served, OpenAI):
     num_ctx: int = 4096
     server_window: int | None = None
     key_env: str = DEFAULT_KEY_ENV
+    token_cache: Path | None = None  # where measured token rates are kept; None: not kept
 
 
 class OpenAIEmbed(OpenAIEmbeddings):

@@ -1,12 +1,13 @@
-"""Token counts for an Ollama model: per-script rates, calibrated against the server itself.
+"""Token counts for a served model: per-script rates, calibrated against the server itself.
 
-Ollama has no tokenize endpoint, but every answer says how many prompt tokens the model read
-(`prompt_eval_count`). The first time a model's prompt needs counting, four raw one-token
-generations of fixed samples (a full stop, English, Korean, Hanja) measure its tokens per
-character by script. The rates are kept in the cache dir under the model's digest, so later
-runs (and other processes) pay nothing. Every answer then checks the estimate: where Ollama
-cannot have cut anything (fewer tokens read than half the window), the ratio of what it read
-to what was estimated corrects the estimate from then on.
+Neither Ollama nor the OpenAI API has a tokenize endpoint, but every answer says how many
+prompt tokens the model read (Ollama's `prompt_eval_count`, OpenAI's `usage.prompt_tokens`).
+The first time a model's prompt needs counting, four raw one-token generations of fixed
+samples (a full stop, English, Korean, Hanja) measure its tokens per character by script.
+The rates are kept in the cache dir under the model's identity (Ollama: its digest), so
+later runs (and other processes) pay nothing. Every Ollama answer then checks the estimate:
+where Ollama cannot have cut anything (fewer tokens read than half the window), the ratio of
+what it read to what was estimated corrects the estimate from then on.
 
 Ollama cuts a prompt longer than its window from the front (keeping about half of it) and
 still answers 200 OK (ollama/ollama issues 3839, 8099, 17427); `truncated()` tells. The
@@ -21,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from langchain_core.messages import BaseMessage
@@ -42,6 +43,7 @@ SAMPLES = {
     ),
     "cjk": "東京明期月良夜入伊遊行如可入良沙寢矣見昆脚烏伊四是良羅二肸隱吾下於叱古",
 }
+T = TypeVar("T", bound="ServedTokens")
 TRUNCATION_SHARE = 0.8  # read fewer than this share of what was sent: cut
 CLEAN_SHARE = 0.5  # read fewer tokens than this share of the window: nothing was cut
 CHAT_OVERHEAD = (6.0, 8.0)  # per message, per prompt: role markers, generation prompt
@@ -60,14 +62,25 @@ class Calibration:
         return int(self.rates.messages(messages) * self.scale + 0.5)
 
 
-class OllamaTokens:
-    """Counting for one model on one server; shared by its chat and completion models."""
+class ServedTokens:
+    """Counting for one model on one server; shared by its chat and completion models.
 
-    def __init__(self, host: str, model: str, cache_file: Path | None, timeout: float) -> None:
+    A server's protocol fills in two hooks: `_read_identity` (the cache key, and the model's
+    own window when the server says) and `_read_count` (prompt tokens of a raw text)."""
+
+    def __init__(
+        self,
+        host: str,
+        model: str,
+        cache_file: Path | None,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.host = host
         self.model = model
         self.cache_file = cache_file
         self.timeout = timeout
+        self._headers = headers or {}  # may hold an API key: sent, never stored
         self._lock = threading.Lock()
         self._calibration: Calibration | None = None
         self._model_max: int | None = None
@@ -82,7 +95,7 @@ class OllamaTokens:
             return self._calibration
 
     def model_max(self) -> int | None:
-        """The model's own context length (`/api/show`), when the server says."""
+        """The model's own context length, when the server says."""
         self.calibration()
         return self._model_max
 
@@ -118,8 +131,8 @@ class OllamaTokens:
 
     def _measure(self) -> Calibration:
         try:
-            with httpx.Client(base_url=self.host, timeout=self.timeout) as client:
-                self._read_show(client)
+            with self._client() as client:
+                self._read_identity(client)
                 counts = {name: self._read_count(client, text) for name, text in SAMPLES.items()}
                 base = self._read_count(client, ".")
         except (httpx.HTTPError, ValueError, KeyError):
@@ -145,7 +158,52 @@ class OllamaTokens:
         self._save(calibration)
         return calibration
 
-    def _read_show(self, client: httpx.Client) -> None:
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.host, timeout=self.timeout, headers=self._headers)
+
+    def _read_identity(self, client: httpx.Client) -> None:
+        raise NotImplementedError
+
+    def _read_count(self, client: httpx.Client, text: str) -> int:
+        raise NotImplementedError
+
+    # -- the cache file ----------------------------------------------------------------------
+
+    def _load(self) -> Calibration | None:
+        if self.cache_file is None or not self.cache_file.exists():
+            return None
+        try:
+            with self._client() as client:
+                self._read_identity(client)
+            entry = json.loads(self.cache_file.read_text(encoding="utf-8")).get(self._key)
+            if not entry:
+                return None
+            return Calibration(TokenRates(**entry["rates"]), entry["scale"], measured=True)
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _save(self, calibration: Calibration) -> None:
+        if self.cache_file is None or self._key is None:
+            return
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                known = json.loads(self.cache_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                known = {}
+            known[self._key] = {"rates": asdict(calibration.rates), "scale": calibration.scale}
+            tmp = self.cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+            tmp.replace(self.cache_file)
+        except OSError:
+            pass  # a read-only cache costs a calibration next run, nothing else
+
+
+class OllamaTokens(ServedTokens):
+    """Ollama: `/api/show` for the window, `/api/generate` raw for counts; the cache key
+    holds the model's digest, so a re-pulled model is measured again."""
+
+    def _read_identity(self, client: httpx.Client) -> None:
         show = client.post("/api/show", json={"model": self.model}).raise_for_status().json()
         info = show.get("model_info") or {}
         arch = info.get("general.architecture")
@@ -171,49 +229,27 @@ class OllamaTokens:
             raise ValueError("the server gave no prompt_eval_count")
         return count
 
-    # -- the cache file ----------------------------------------------------------------------
 
-    def _load(self) -> Calibration | None:
-        if self.cache_file is None or not self.cache_file.exists():
-            return None
-        try:
-            with httpx.Client(base_url=self.host, timeout=self.timeout) as client:
-                self._read_show(client)
-            entry = json.loads(self.cache_file.read_text(encoding="utf-8")).get(self._key)
-            if not entry:
-                return None
-            return Calibration(TokenRates(**entry["rates"]), entry["scale"], measured=True)
-        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _save(self, calibration: Calibration) -> None:
-        if self.cache_file is None or self._key is None:
-            return
-        try:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                known = json.loads(self.cache_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                known = {}
-            known[self._key] = {"rates": asdict(calibration.rates), "scale": calibration.scale}
-            tmp = self.cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-            tmp.replace(self.cache_file)
-        except OSError:
-            pass  # a read-only cache costs a calibration next run, nothing else
-
-
-_shared: dict[tuple[str, str, str], OllamaTokens] = {}
+_shared: dict[tuple[type, str, str, str], ServedTokens] = {}
 _shared_lock = threading.Lock()
 
 
-def tokens_for(host: str, model: str, cache_file: Path | None, timeout: float) -> OllamaTokens:
-    """One `OllamaTokens` per server, model and cache file in this process."""
-    key = (host, model, str(cache_file))
+def tokens_for(
+    kind: type[T],
+    host: str,
+    model: str,
+    cache_file: Path | None,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> T:
+    """One counter of `kind` per server, model and cache file in this process."""
+    key = (kind, host, model, str(cache_file))
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = OllamaTokens(host, model, cache_file, timeout)
-        return _shared[key]
+            _shared[key] = kind(host, model, cache_file, timeout, headers)
+        counter = _shared[key]
+    assert isinstance(counter, kind)
+    return counter
 
 
 def describe(calibration: Calibration) -> dict[str, Any]:
