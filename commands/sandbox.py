@@ -65,9 +65,9 @@ def sandbox_run(
     if result.unsafe:
         err.print("[bold yellow]UNSAFE:[/bold yellow] ran without OS walls (--isolation unsafe)")
     if as_json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), "engine": sandbox.engine})
     else:
-        _print_run(result)
+        _print_run(result, sandbox.engine)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
@@ -77,7 +77,7 @@ def _read_program(file: str) -> str:
     return read_text(file, "program")
 
 
-def _print_run(result: Any) -> None:
+def _print_run(result: Any, engine: str) -> None:
     if result.stdout:
         sys.stdout.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
     if result.stderr:
@@ -90,4 +90,4 @@ def _print_run(result: Any) -> None:
             err.print(result.error.traceback.rstrip(), markup=False, highlight=False)
         killed = f" [dim](killed: {result.killed})[/dim]" if result.killed else ""
         err.print(f"[bold red]{result.error.type}:[/bold red] {result.error.message}{killed}")
-    err.print(f"[dim]{result.duration_ms:.1f} ms[/dim]")
+    err.print(f"[dim]{result.duration_ms:.1f} ms ({engine})[/dim]", highlight=False)

@@ -20,6 +20,7 @@ libc.syscall.restype = ctypes.c_long
 libc.prctl.restype = ctypes.c_int
 libc.mount.restype = ctypes.c_int
 libc.unshare.restype = ctypes.c_int
+libc.setns.restype = ctypes.c_int
 
 
 class WallError(Exception):
@@ -52,6 +53,14 @@ NAMESPACES = (
     | CLONE_NEWUTS
     | CLONE_NEWCGROUP
 )
+# The fork server builds the namespaces in two steps: once for all runs, a user namespace
+# (which gives the rights to make the others) and those whose use the seccomp filter already
+# forbids (network: no sockets; UTS: no sethostname; cgroup); then per run, a pid namespace
+# for its fork, and user, mount and IPC namespaces of its own (SysV shared memory is not
+# filtered, so siblings must not share IPC; RLIMIT_NPROC counts a uid's processes per user
+# namespace, so a run's thread cap must not count its siblings).
+SHARED_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWCGROUP
+RUN_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC
 UNPRIVILEGED_UID = 65534  # "nobody": what a root caller drops to before anything else
 
 
@@ -68,15 +77,16 @@ def drop_root() -> None:
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def enter_namespaces() -> None:
-    """New user, pid, network, mount, IPC, UTS and cgroup namespaces for this process.
+def enter_namespaces(flags: int = NAMESPACES) -> None:
+    """New user, pid, network, mount, IPC, UTS and cgroup namespaces for this process
+    (or those of `flags`).
 
     Inside, the process keeps its own (unprivileged) uid and gid; the next fork is pid 1 of
     a pid namespace that holds nothing else, and the network namespace has only a
     loopback interface that is down.
     """
     uid, gid = os.geteuid(), os.getegid()
-    if libc.unshare(NAMESPACES) != 0:
+    if libc.unshare(flags) != 0:
         hint = ""
         if ctypes.get_errno() in (errno.EPERM, errno.ENOSPC, errno.EACCES):
             hint = (
@@ -85,6 +95,8 @@ def enter_namespaces() -> None:
                 "kernel.apparmor_restrict_unprivileged_userns)"
             )
         raise WallError("namespaces", f"unshare failed: {os.strerror(ctypes.get_errno())}{hint}")
+    if not flags & CLONE_NEWUSER:
+        return
     try:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
@@ -94,6 +106,19 @@ def enter_namespaces() -> None:
             f.write(f"{gid} {gid} 1")
     except OSError as exc:
         raise WallError("namespaces", f"writing the id maps failed: {exc.strerror}") from exc
+
+
+def pid_namespace_for_next_fork() -> None:
+    """The next fork becomes pid 1 of a new, empty pid namespace (this process stays put)."""
+    if libc.unshare(CLONE_NEWPID) != 0:
+        raise _fail("namespaces", "unshare(CLONE_NEWPID)")
+
+
+def back_to_own_pid_namespace(own: int) -> None:
+    """Undo `pid_namespace_for_next_fork` (`own`: an fd of /proc/self/ns/pid), so that it
+    can be done again for the next run."""
+    if libc.setns(own, CLONE_NEWPID) != 0:
+        raise _fail("namespaces", "setns(CLONE_NEWPID)")
 
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
@@ -175,48 +200,70 @@ def landlock(readable: list[str], writable: list[str]) -> int:
     Also (by ABI) no TCP bind/connect at all and no signals or abstract unix sockets
     outside the sandbox. Returns the ABI used.
     """
-    abi = landlock_abi()
-    if abi < 1:
-        raise WallError(
-            "landlock", "the kernel offers no Landlock (needs Linux 5.13+, lsm=landlock)"
-        )
-    fs = _fs_rights(abi)
-    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
-    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
-    if abi >= 6:
-        attr = struct.pack("QQQ", fs, net, scoped)
-    elif abi >= 4:
-        attr = struct.pack("QQ", fs, net)
-    else:
-        attr = struct.pack("Q", fs)
-    ruleset = libc.syscall(_nr("landlock_create_ruleset"), attr, len(attr), 0)
-    if ruleset < 0:
-        raise _fail("landlock", "landlock_create_ruleset")
+    rules = LandlockRules(readable)
     try:
-        write = fs & ~(FS_EXECUTE | FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_MAKE_SOCK | FS_MAKE_FIFO)
-        for paths, rights in ((readable, READ), (writable, write)):
-            for path in paths:
-                _allow_beneath(ruleset, path, rights)
-        if libc.syscall(_nr("landlock_restrict_self"), ruleset, 0) != 0:
-            raise _fail("landlock", "landlock_restrict_self")
+        rules.restrict(writable)
     finally:
-        os.close(ruleset)
-    return abi
+        rules.close()
+    return rules.abi
 
 
-def _allow_beneath(ruleset: int, path: str, rights: int) -> None:
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except (FileNotFoundError, PermissionError):
-        return  # absent, or unreachable for this uid anyway: nothing to grant
-    try:
+class LandlockRules:
+    """The read rules of `landlock`, prepared once (paths opened, rights worked out) so that
+    each run of a fork server only makes a ruleset from them, adds its own writable paths
+    (its scratch tmpfs exists only in its own mount namespace) and enters it."""
+
+    def __init__(self, readable: list[str]) -> None:
+        self.abi = landlock_abi()
+        if self.abi < 1:
+            raise WallError(
+                "landlock", "the kernel offers no Landlock (needs Linux 5.13+, lsm=landlock)"
+            )
+        self.fs = _fs_rights(self.abi)
+        net = NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0
+        scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0
+        if self.abi >= 6:
+            self.attr = struct.pack("QQQ", self.fs, net, scoped)
+        elif self.abi >= 4:
+            self.attr = struct.pack("QQ", self.fs, net)
+        else:
+            self.attr = struct.pack("Q", self.fs)
+        self.write = self.fs & ~(
+            FS_EXECUTE | FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_MAKE_SOCK | FS_MAKE_FIFO
+        )
+        self.fds: list[int] = []
+        self.rules = [rule for path in readable if (rule := self._rule(path, READ))]
+
+    def _rule(self, path: str, rights: int) -> bytes | None:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except (FileNotFoundError, PermissionError):
+            return None  # absent, or unreachable for this uid anyway: nothing to grant
+        self.fds.append(fd)
         if not os.path.isdir(path):
             rights &= FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE | FS_EXECUTE
-        attr = struct.pack("=Qi", rights, fd)  # packed struct landlock_path_beneath_attr
-        if libc.syscall(_nr("landlock_add_rule"), ruleset, RULE_PATH_BENEATH, attr, 0) != 0:
-            raise _fail("landlock", f"landlock_add_rule({path})")
-    finally:
-        os.close(fd)
+        return struct.pack("=Qi", rights, fd)  # packed struct landlock_path_beneath_attr
+
+    def restrict(self, writable: list[str]) -> None:
+        """Enter a Landlock domain: the read rules, plus read and write beneath `writable`."""
+        ruleset = libc.syscall(_nr("landlock_create_ruleset"), self.attr, len(self.attr), 0)
+        if ruleset < 0:
+            raise _fail("landlock", "landlock_create_ruleset")
+        add = _nr("landlock_add_rule")
+        try:
+            own = [rule for path in writable if (rule := self._rule(path, self.write))]
+            for rule in (*self.rules, *own):
+                if libc.syscall(add, ruleset, RULE_PATH_BENEATH, rule, 0) != 0:
+                    raise _fail("landlock", "landlock_add_rule")
+            if libc.syscall(_nr("landlock_restrict_self"), ruleset, 0) != 0:
+                raise _fail("landlock", "landlock_restrict_self")
+        finally:
+            os.close(ruleset)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
 
 
 # -- seccomp ----------------------------------------------------------------------------
@@ -373,12 +420,21 @@ PR_SET_SECCOMP = 22
 
 def seccomp() -> int:
     """Install the filter (needs no_new_privs). Returns its length in instructions."""
-    prog = seccomp_program()
-    blob = ctypes.create_string_buffer(b"".join(prog))
-    fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(blob))
+    blob = seccomp_filter()
+    install_seccomp(blob)
+    return len(blob) // 8
+
+
+def seccomp_filter() -> bytes:
+    """The filter as the kernel reads it: built once, installed by each run."""
+    return b"".join(seccomp_program())
+
+
+def install_seccomp(blob: bytes) -> None:
+    buffer = ctypes.create_string_buffer(blob, len(blob))
+    fprog = struct.pack("HxxxxxxP", len(blob) // 8, ctypes.addressof(buffer))
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0) != 0:
         raise _fail("seccomp", "prctl(PR_SET_SECCOMP)")
-    return len(prog)
 
 
 def seccomp_available() -> bool:

@@ -62,12 +62,36 @@ def main() -> None:
     except _walls.WallError as exc:
         _send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
         os._exit(3)
+    serve(cfg)
+
+
+def serve(cfg: dict) -> None:
+    """Walled in: add the Python layers, say ready, run the one program, report, exit."""
+    os.environ.clear()  # the worker's variables (thread counts for BLAS) are not the program's
     add_python_layers(cfg)
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     report = run_program(request["code"], cfg)
     _RESERVE.clear()
     _finish(report, cfg)
+
+
+def enter_run_walls(_walls: Any, cfg: dict, rules: Any, seccomp_filter: bytes) -> None:
+    """A fork server's child, pid 1 of its own pid namespace, walls itself in for one run:
+    its own user, mount and IPC namespaces, a scratch tmpfs, rlimits, no capabilities, the
+    Landlock rules and seccomp filter the server built once."""
+    global RESULT_FD
+    RESULT_FD = cfg["result_fd"]
+    cfg["processes_besides"] = 1
+    _walls.enter_namespaces(_walls.RUN_NAMESPACES)
+    _walls.die_with_parent(signal.SIGKILL)  # the server goes: so does this run
+    _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
+    os.chdir("/tmp")
+    set_rlimits(cfg)
+    _walls.drop_capabilities()
+    rules.restrict(["/tmp", "/dev/null"])
+    rules.close()
+    _walls.install_seccomp(seccomp_filter)
 
 
 def build_walls(_walls: Any, cfg: dict) -> None:
@@ -117,7 +141,9 @@ def set_rlimits(cfg: dict) -> None:
         resource.RLIMIT_FSIZE: cfg["scratch_bytes"],
         resource.RLIMIT_NOFILE: 64,
         resource.RLIMIT_CORE: 0,
-        resource.RLIMIT_NPROC: cfg["threads"] + 2,  # + this process + the waiting parent
+        # Counted per user namespace: this process, and a worker's waiting parent, which
+        # shares it (a fork server's child has a user namespace of its own).
+        resource.RLIMIT_NPROC: cfg["threads"] + cfg.get("processes_besides", 2),
     }
     for kind, value in limits.items():
         resource.setrlimit(kind, (value, value))  # soft = hard: cannot be raised again

@@ -52,7 +52,105 @@ class SandboxUnavailableError(UnsupportedSystemError):
     """This system cannot build the walls."""
 
 
-class Worker:
+# Libraries that start thread pools when imported (numpy's OpenBLAS) start none: a process
+# with threads can neither enter a user namespace nor be forked whole. The program's
+# environment is emptied before it runs.
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def worker_config(limits: Limits, *, walls: bool, python_layers: bool) -> dict[str, Any]:
+    """What a worker or the fork server's children need to know, as JSON."""
+    return {
+        "walls": walls,
+        "timeout": limits.timeout,
+        "memory_bytes": limits.memory_mb << 20,
+        "scratch_bytes": limits.scratch_mb << 20,
+        "threads": limits.threads,
+        "allowed_modules": list(limits.allowed_modules),
+        "allow_setting": ALLOW_SETTING,
+        "preload": [*limits.allowed_modules, *PRELOAD],
+        "internal_modules": list(PRELOAD),
+        "sys_path": sys_path_for(limits.extra_modules),
+        "readable": readable_paths(limits.extra_modules),
+        "no_open": False,
+        "python_layers": python_layers,
+        "result_bytes": limits.result_kb << 10,
+        "result_depth": limits.result_depth,
+        "result_items": limits.result_items,
+    }
+
+
+class RunProcess:
+    """A walled process waiting for exactly one program, however it was made: a fresh
+    worker (`Worker`) or a fork server's child (forkserver.ForkedWorker)."""
+
+    isolation: Isolation
+    result_fd: int
+
+    def _send_program(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _output_fds(self) -> tuple[int, int]:
+        """(stdout, stderr) read ends."""
+        raise NotImplementedError
+
+    def _returncode(self) -> int:
+        """Wait until the process has ended; its exit status as subprocess reports it."""
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def dispose(self) -> None:
+        raise NotImplementedError
+
+    def execute(self, code: str, limits: Limits) -> SandboxResult:
+        started = time.perf_counter()
+        with contextlib.suppress(BrokenPipeError):  # it died already; the status says how
+            self._send_program(json.dumps({"code": code}).encode())
+        deadline = started + limits.timeout
+        out_cap = limits.output_kb << 10
+        result_cap = (limits.result_kb << 10) + 65536
+        streams = {fd: bytearray() for fd in self._output_fds()}
+        result = bytearray()
+        killed: Killed | None = None
+        with selectors.DefaultSelector() as sel:
+            for fd in (*streams, self.result_fd):
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map() and killed is None:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    killed = "timeout"
+                    break
+                for key, _ in sel.select(remaining):
+                    fd = int(key.fd)
+                    data = os.read(fd, 65536)
+                    if not data:
+                        sel.unregister(fd)
+                    elif fd == self.result_fd:
+                        result += data
+                        if len(result) > result_cap:
+                            killed = "output"
+                    else:
+                        streams[fd] += data
+                        if sum(map(len, streams.values())) > out_cap:
+                            killed = "output"
+        duration_ms = (time.perf_counter() - started) * 1000
+        if killed is not None or result[-1:] != b"}":
+            self.kill()  # stopped, or died: the exit status says how
+            returncode = self._returncode()
+        else:
+            returncode = 0  # it reported and closed its pipes; the reaper collects it
+        stdout, stderr = (bytes(b) for b in streams.values())
+        return _build_result(
+            bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
+        )
+
+
+class Worker(RunProcess):
     """One worker process: spawned, walled, waiting for exactly one program."""
 
     def __init__(self, limits: Limits, isolation: Isolation, python_layers: bool = True) -> None:
@@ -63,26 +161,8 @@ class Worker:
             if os.geteuid() == 0:  # the worker drops to nobody, who must own its scratch
                 os.chown(self.scratch, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
         read_fd, write_fd = os.pipe()
-        cfg = {
-            "result_fd": write_fd,
-            "walls": isolation == "linux",
-            "timeout": limits.timeout,
-            "memory_bytes": limits.memory_mb << 20,
-            "scratch_bytes": limits.scratch_mb << 20,
-            "scratch": self.scratch,
-            "threads": limits.threads,
-            "allowed_modules": list(limits.allowed_modules),
-            "allow_setting": ALLOW_SETTING,
-            "preload": [*limits.allowed_modules, *PRELOAD],
-            "internal_modules": list(PRELOAD),
-            "sys_path": sys_path_for(limits.extra_modules),
-            "readable": readable_paths(limits.extra_modules),
-            "no_open": False,
-            "python_layers": python_layers,
-            "result_bytes": limits.result_kb << 10,
-            "result_depth": limits.result_depth,
-            "result_items": limits.result_items,
-        }
+        cfg = worker_config(limits, walls=isolation == "linux", python_layers=python_layers)
+        cfg.update(result_fd=write_fd, scratch=self.scratch)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-X", "utf8", str(WORKER), json.dumps(cfg)],
@@ -92,7 +172,7 @@ class Worker:
                 pass_fds=(write_fd,),
                 # None of the caller's environment. One malloc arena: threads would each
                 # reserve 64 MiB of address space and hit memory_mb long before `threads`.
-                env={"LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "1"},
+                env={"LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "1", **ONE_THREAD},
                 cwd="/",
                 start_new_session=True,  # its own process group, killed as one
             )
@@ -153,51 +233,20 @@ class Worker:
             return ""
         return self.proc.stderr.read().decode("utf-8", "replace")
 
-    def execute(self, code: str, limits: Limits) -> SandboxResult:
-        started = time.perf_counter()
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        try:
-            self.proc.stdin.write(json.dumps({"code": code}).encode())
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # it died already; the exit status says how
-        deadline = started + limits.timeout
-        out_cap = limits.output_kb << 10
-        result_cap = (limits.result_kb << 10) + 65536
-        streams = {self.proc.stdout.fileno(): bytearray(), self.proc.stderr.fileno(): bytearray()}
-        result = bytearray()
-        killed: Killed | None = None
-        with selectors.DefaultSelector() as sel:
-            for fd in (*streams, self.result_fd):
-                sel.register(fd, selectors.EVENT_READ)
-            while sel.get_map() and killed is None:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    killed = "timeout"
-                    break
-                for key, _ in sel.select(remaining):
-                    fd = int(key.fd)
-                    data = os.read(fd, 65536)
-                    if not data:
-                        sel.unregister(fd)
-                    elif fd == self.result_fd:
-                        result += data
-                        if len(result) > result_cap:
-                            killed = "output"
-                    else:
-                        streams[fd] += data
-                        if sum(map(len, streams.values())) > out_cap:
-                            killed = "output"
-        duration_ms = (time.perf_counter() - started) * 1000
-        if killed is not None or result[-1:] != b"}":
-            self.kill()  # stopped, or died: the exit status says how
-            returncode = self.proc.wait()
-        else:
-            returncode = 0  # it reported and closed its pipes; the reaper collects it
-        stdout, stderr = (bytes(b) for b in streams.values())
-        return _build_result(
-            bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
-        )
+    def _send_program(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.close()
+
+    def _output_fds(self) -> tuple[int, int]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        return self.proc.stdout.fileno(), self.proc.stderr.fileno()
+
+    def _returncode(self) -> int:
+        return self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         """Stop the program now. With the walls on, only the inside process is killed: the
@@ -237,13 +286,13 @@ class _Reaper:
     """Kills and collects used workers off the caller's path (a run need not wait)."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = 0
         self._done = threading.Condition(self._lock)
 
-    def dispose(self, worker: Worker) -> None:
+    def dispose(self, worker: RunProcess) -> None:
         worker.kill()  # at once: nothing of a run outlives it, even while queued
         with self._lock:
             self._pending += 1
@@ -266,7 +315,7 @@ class _Reaper:
         with self._lock:  # one may be in the reaper thread's hands
             self._done.wait_for(lambda: self._pending == 0, timeout)
 
-    def _collect(self, worker: Worker) -> None:
+    def _collect(self, worker: RunProcess) -> None:
         try:
             worker.dispose()
         finally:

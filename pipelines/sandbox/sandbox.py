@@ -1,10 +1,15 @@
-"""The host side: a pool of pre-walled worker processes, one per program.
+"""The host side: a pool of pre-walled processes, one per program.
 
-A run takes a worker that is already walled in and waiting (warm), sends it the program,
-and hands the used worker to the reaper whatever happened (pipelines/sandbox/process.py
-holds the worker process itself). A background thread keeps `workers` replacements
-ready, so a run costs only the program and a few pipe round-trips. Nothing survives a run:
-each worker runs exactly one program.
+A run takes a process that is already walled in and waiting (warm), sends it the program,
+and hands the used one to the reaper whatever happened. A background thread keeps
+`workers` replacements ready, so a run costs only the program and a few pipe round-trips.
+Nothing survives a run: each process runs exactly one program.
+
+With the OS walls on, the processes are children of a fork server (forkserver.py: one
+zygote per Sandbox that has imported the allowed modules once), so a replacement costs a
+fork and its walls, a few milliseconds. Where a fork server cannot be built, and with
+`isolation="unsafe"`, each is a fresh worker process (process.py), ~50 ms to start;
+`Sandbox.engine` says which, and why.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import time
 from pathlib import Path
 
 from pipelines.errors import LlamapipeError
+from pipelines.sandbox.forkserver import ForkServer
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.process import (
     READY_TIMEOUT,
     Isolation,
+    RunProcess,
     SandboxError,
     SandboxUnavailableError,
     Worker,
@@ -52,6 +59,7 @@ class Sandbox:
         workers: int = 2,
         isolation: Isolation = "linux",
         python_layers: bool = True,
+        fork_server: bool = True,
     ) -> None:
         if isolation not in ("linux", "unsafe"):
             raise ValueError(f"isolation must be 'linux' or 'unsafe', not {isolation!r}")
@@ -59,14 +67,17 @@ class Sandbox:
         self.workers = max(0, workers)
         self.isolation: Isolation = isolation
         self.python_layers = python_layers
-        self._ready: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self.fork_server = fork_server and isolation == "linux"
+        self.engine = "not started"  # "fork server", or "per-run worker (why)"
+        self._server: ForkServer | None = None
+        self._ready: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._closed = False
         self._started = False
         self._filler: threading.Thread | None = None
-        self._busy: set[Worker] = set()  # running a program now, in any thread
+        self._busy: set[RunProcess] = set()  # running a program now, in any thread
         self._idle_again = threading.Condition(self._lock)
 
     def __enter__(self) -> Sandbox:
@@ -83,8 +94,8 @@ class Sandbox:
                 return
             if self.isolation == "linux":
                 check_system()
-            first = Worker(self.limits, self.isolation, self.python_layers)
-            first.wait_ready()
+            self._start_engine()
+            first = self._new()
             self._started = True
             self._idle += 1
             self._ready.put(first)
@@ -93,6 +104,28 @@ class Sandbox:
                     target=self._fill, name="llamapipe-sandbox-pool", daemon=True
                 )
                 self._filler.start()
+
+    def _start_engine(self) -> None:
+        if not self.fork_server:
+            why = "isolation unsafe" if self.isolation == "unsafe" else "fork server off"
+            self.engine = f"per-run worker ({why})"
+            return
+        server = ForkServer(self.limits, self.python_layers)
+        try:
+            server.start()
+        except (SandboxError, SandboxUnavailableError) as exc:  # the per-run worker may work
+            self.engine = f"per-run worker (no fork server here: {exc.message})"
+            return
+        self._server = server
+        self.engine = "fork server"
+
+    def _new(self) -> RunProcess:
+        """A walled process waiting for one program: forked, or a fresh worker."""
+        if self._server is not None:
+            return self._server.spawn()
+        worker = Worker(self.limits, self.isolation, self.python_layers)
+        worker.wait_ready()
+        return worker
 
     def run(self, code: str) -> SandboxResult:
         """Run one program; never raises for anything the program does."""
@@ -134,6 +167,8 @@ class Sandbox:
             self._filler.join(timeout=READY_TIMEOUT)
         self._dispose_ready()
         reaper.drain()
+        if self._server is not None:
+            self._server.close()
 
     def _dispose_ready(self) -> None:
         while True:
@@ -144,7 +179,7 @@ class Sandbox:
 
     # -- the pool --------------------------------------------------------------------------
 
-    def _take(self) -> Worker:
+    def _take(self) -> RunProcess:
         self._wanted.set()
         while True:
             try:
@@ -155,19 +190,16 @@ class Sandbox:
                 self._idle -= 1
             # A worker dies with the thread that started it (PR_SET_PDEATHSIG): one started
             # by a thread that has since ended is gone; take the next.
-            if worker.proc.poll() is None:
+            if worker.alive():
                 return worker
             reaper.dispose(worker)
-        worker = Worker(self.limits, self.isolation, self.python_layers)  # cold: none warm
-        worker.wait_ready()
-        return worker
+        return self._new()  # cold: none warm
 
     def _fill(self) -> None:
         while not self._closed:
             while not self._closed and self._idle < self.workers:
-                worker = Worker(self.limits, self.isolation, self.python_layers)
                 try:
-                    worker.wait_ready()
+                    worker = self._new()
                 except LlamapipeError:
                     time.sleep(0.5)  # runs still work cold and will report the error
                     break
