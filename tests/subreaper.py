@@ -12,6 +12,8 @@ JSON: the CLI's exit code and every process still parented to it.
 --model-delay: the scripted model takes S seconds per reply (a slow model to interrupt).
 --interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds; --twice: again 0.3 s later.
 --kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
+--python CODE: run this Python instead of the CLI (a library user's script), then exit as a
+  script does (atexit handlers run).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--program")
     parser.add_argument("--model-delay", type=float, default=0.0)
     parser.add_argument("--twice", action="store_true")
+    parser.add_argument("--python")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -101,6 +104,10 @@ def main() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     child = os.fork()
     if child == 0:
+        if args.python is not None:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            exec(compile(args.python, "<script>", "exec"), {"__name__": "__main__"})
+            sys.exit(0)
         run_cli(argv, args.program, args.model_delay)
     watched: list[int] = []
     interrupted = 0.0

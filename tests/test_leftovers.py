@@ -86,3 +86,17 @@ def test_killed_cli_leaves_no_live_process(tmp_path: Path) -> None:
     assert report["watched"], "the run should have had a worker to watch"
     assert report["alive"] == []
     assert [p for p in report["left"] if p["state"] != "Z"] == []
+
+
+def test_a_script_that_never_closes_its_sandbox_leaves_nothing(tmp_path: Path) -> None:
+    """A library user's script exits with its Sandbox (and the fork server's zygote, a
+    child running, two warm ones) still open: the zygote is stopped and reaped at exit."""
+    script = (
+        "from pipelines.sandbox import Limits, Sandbox\n"
+        "sandbox = Sandbox(Limits(), workers=2)\n"
+        "assert sandbox.run('def solution():\\n    return 1').result == 1\n"
+        "assert sandbox.engine == 'fork server'\n"
+    )
+    report = under_subreaper(tmp_path, "--python", script)
+    assert report["exit"] == 0
+    assert report["left"] == []
