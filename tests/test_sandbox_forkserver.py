@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -167,6 +168,20 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state[state.rindex(")") + 2] != "Z"
+
+
+def test_a_zygote_killed_from_outside_is_replaced() -> None:
+    with Sandbox(Limits(), workers=0) as sandbox:
+        server = sandbox._server
+        assert server is not None
+        os.kill(server.pid, signal.SIGKILL)  # the outside half: the zygote dies with it
+        deadline = time.monotonic() + 5
+        while server.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server.alive
+        results = [sandbox.run("def solution():\n    return 5") for _ in range(3)]
+        assert sandbox._server is not server and sandbox.engine == "fork server"
+    assert [r.result for r in results] == [5, 5, 5]
 
 
 def test_closing_leaves_no_process_behind() -> None:

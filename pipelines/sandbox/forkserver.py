@@ -75,6 +75,11 @@ class ForkServer:
         self._reader: threading.Thread | None = None
 
     @property
+    def alive(self) -> bool:
+        """False once the zygote has gone (closed, or killed from outside)."""
+        return not self._closed
+
+    @property
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid

@@ -70,6 +70,7 @@ class Sandbox:
         self.fork_server = fork_server and isolation == "linux"
         self.engine = "not started"  # "fork server", or "per-run worker (why)"
         self._server: ForkServer | None = None
+        self._restart_lock = threading.Lock()
         self._ready: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
@@ -122,10 +123,21 @@ class Sandbox:
     def _new(self) -> RunProcess:
         """A walled process waiting for one program: forked, or a fresh worker."""
         if self._server is not None:
+            if not self._server.alive and not self._closed:
+                self._restart_server()
             return self._server.spawn()
         worker = Worker(self.limits, self.isolation, self.python_layers)
         worker.wait_ready()
         return worker
+
+    def _restart_server(self) -> None:
+        """The zygote went away (the OOM killer, a stray kill): start another, once per loss."""
+        with self._restart_lock:
+            if self._server is not None and not self._server.alive:
+                self._server.close()
+                server = ForkServer(self.limits, self.python_layers)
+                server.start()
+                self._server = server
 
     def run(self, code: str) -> SandboxResult:
         """Run one program; never raises for anything the program does."""
