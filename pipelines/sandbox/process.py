@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import queue
-import selectors
+import select
 import signal
 import subprocess
 import sys
@@ -117,27 +117,28 @@ class RunProcess:
         streams = {fd: bytearray() for fd in self._output_fds()}
         result = bytearray()
         killed: Killed | None = None
-        with selectors.DefaultSelector() as sel:
-            for fd in (*streams, self.result_fd):
-                sel.register(fd, selectors.EVENT_READ)
-            while sel.get_map() and killed is None:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    killed = "timeout"
-                    break
-                for key, _ in sel.select(remaining):
-                    fd = int(key.fd)
-                    data = os.read(fd, 65536)
-                    if not data:
-                        sel.unregister(fd)
-                    elif fd == self.result_fd:
-                        result += data
-                        if len(result) > result_cap:
-                            killed = "output"
-                    else:
-                        streams[fd] += data
-                        if sum(map(len, streams.values())) > out_cap:
-                            killed = "output"
+        poller = select.poll()
+        open_fds = {*streams, self.result_fd}
+        for fd in open_fds:
+            poller.register(fd, select.POLLIN)
+        while open_fds and killed is None:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                killed = "timeout"
+                break
+            for fd, _ in poller.poll(remaining * 1000):
+                data = os.read(fd, 65536)
+                if not data:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                elif fd == self.result_fd:
+                    result += data
+                    if len(result) > result_cap:
+                        killed = "output"
+                else:
+                    streams[fd] += data
+                    if sum(map(len, streams.values())) > out_cap:
+                        killed = "output"
         duration_ms = (time.perf_counter() - started) * 1000
         if killed is not None or result[-1:] != b"}":
             self.kill()  # stopped, or died: the exit status says how
@@ -333,10 +334,10 @@ atexit.register(reaper.drain)
 
 
 def _read_some(fd: int, n: int, timeout: float) -> bytes:
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            return b""
+    poller = select.poll()  # no epoll instance to make and close per call
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(timeout * 1000):
+        return b""
     return os.read(fd, n)
 
 

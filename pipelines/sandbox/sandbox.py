@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pipelines.errors import LlamapipeError
-from pipelines.sandbox.forkserver import ForkServer
+from pipelines.sandbox.forkserver import ForkedWorker, ForkServer
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.process import (
     READY_TIMEOUT,
@@ -130,6 +130,15 @@ class Sandbox:
         worker.wait_ready()
         return worker
 
+    @staticmethod
+    def _discard(worker: RunProcess) -> None:
+        """A fork server's child is stopped and let go at once (its zygote reaps it); a
+        worker process is reaped off the caller's path."""
+        if isinstance(worker, ForkedWorker):
+            worker.dispose()
+        else:
+            reaper.dispose(worker)
+
     def _restart_server(self) -> None:
         """The zygote went away (the OOM killer, a stray kill): start another, once per loss."""
         with self._restart_lock:
@@ -150,7 +159,7 @@ class Sandbox:
         try:
             return worker.execute(code, self.limits)
         finally:
-            reaper.dispose(worker)
+            self._discard(worker)
             with self._lock:
                 self._busy.discard(worker)
                 self._idle_again.notify_all()
