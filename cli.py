@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from commands import evals, general, pal, rag, sandbox
+from commands import chat, evals, general, pal, rag, sandbox
 from commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
@@ -36,6 +36,7 @@ embedded model when no server is there.
 [b]Examples[/b]
 
   llamapipe chat "Explain a hyangga in one sentence."
+  llamapipe chat                    # a conversation; `llamapipe chat -c` continues it
   llamapipe chat "안녕하세요! 자기소개 해 주세요." --backend embedded
   OLLAMA_HOST=10.0.0.5 llamapipe chat "Hello" --model llama3.2:3b
   llamapipe models --json
@@ -70,7 +71,8 @@ def root(
 
 app.command()(general.config)
 app.command()(general.models)
-app.command()(general.chat)
+app.command()(chat.chat)
+app.add_typer(chat.sessions_app, name="sessions")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(pal.app, name="pal")
 app.add_typer(rag.app, name="rag")

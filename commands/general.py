@@ -1,30 +1,22 @@
-"""`llamapipe config`, `models` and `chat`."""
+"""`llamapipe config` and `models`."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.table import Table
 
-from commands import common
 from commands.common import (
     JsonFlag,
-    VerboseFlag,
-    announce,
     err,
     out,
     print_json,
     spinner,
-    with_model_flags,
 )
 from pipelines.errors import (
     LlamapipeError,
-    UsageError,
 )
 from pipelines.settings import Settings, describe_settings, load_settings
 
@@ -189,53 +181,3 @@ def _print_models(doc: dict[str, Any]) -> None:
         llama += " (no AMX kernels)"
     out.print(f"         llama-cpp-python {llama}")
     out.print(f"[b]auto[/b]     → {doc['auto']['choice']}: {doc['auto']['reason']}")
-
-
-@with_model_flags
-def chat(
-    prompt: Annotated[str, typer.Argument(help="What to ask; '-' reads standard input.")],
-    system: Annotated[
-        Optional[str], typer.Option("--system", "-s", help="A system message.")
-    ] = None,
-    as_json: JsonFlag = False,
-    verbose: VerboseFlag = False,
-    *,
-    settings: Settings,
-) -> None:
-    """Send one prompt and stream the answer."""
-    from prompts import load_prompt, show
-
-    prompt = common.text_arg(prompt)
-    if not prompt.strip():
-        raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
-    backend = common.load_model(settings)
-    announce(backend)
-    template = load_prompt("chat/default")
-    variables = {"prompt": prompt, "system": system or ""}
-    if verbose:
-        err.print(show(template.invoke(variables)), markup=False, highlight=False)
-    chain = template | backend.chat
-    started = time.perf_counter()
-    if as_json:
-        with spinner(f"Generating with {backend.model}..."):
-            message = chain.invoke(variables)
-        print_json(
-            {
-                "text": message.text,
-                "backend": backend.name,
-                "model": backend.model,
-                "reason": backend.reason,
-                "usage": message.usage_metadata,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-        )
-        return
-    with spinner(f"Waiting for {backend.model}..."):
-        stream = chain.stream(variables)
-        first = next(stream, None)
-    if first is not None:
-        sys.stdout.write(first.text)
-    for chunk in stream:
-        sys.stdout.write(chunk.text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")

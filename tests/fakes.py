@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.llms import LLM
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
 Script = list[str] | Callable[[str], str]
@@ -47,6 +49,7 @@ class ScriptedChat(BaseChatModel):
     model_name: str = "scripted-chat"
     num_ctx: int | None = None  # a declared window, as a model the budget does not know
     max_tokens: int | None = None
+    chunk_delay: float = 0.0  # seconds between streamed words: a slow model to interrupt
 
     def __init__(self, script: Script, **kw: Any) -> None:
         super().__init__(recorder=_Recorder(script), **kw)
@@ -58,6 +61,21 @@ class ScriptedChat(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "scripted-chat"
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        text = self.recorder.reply(
+            _as_text(messages), temperature=self.temperature, seed=self.seed, messages=messages
+        )
+        for i, word in enumerate(re.findall(r"\S+\s*|\s+", text)):
+            if i and self.chunk_delay:
+                time.sleep(self.chunk_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word))
 
     def _generate(
         self,

@@ -80,7 +80,7 @@ def test_missing_gguf_exit_4_with_hint(capsys: pytest.CaptureFixture[str], tmp_p
 
 
 def test_click_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_cli(capsys, "chat")
+    result = run_cli(capsys, "pal", "ask")
     assert result.code == EXIT_USAGE and "Missing argument" in result.stderr
 
 

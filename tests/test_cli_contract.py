@@ -118,6 +118,15 @@ CASES: dict[str, Case] = {
     "rag ask: non-UTF-8 stdin": Case(["rag", "ask", "-", "--json"], stdin=LATIN1),
     "rag sources: no such index": Case(["rag", "sources", "--index", "typo", "--json"]),
     "rag remove: no such index": Case(["rag", "remove", "a.txt", "--index", "typo", "--json"]),
+    # -- chat sessions
+    "chat: continue with no session": Case(["chat", "--continue", "hi", "--json"]),
+    "chat: two sessions named": Case(["chat", "-c", "--session", "s", "hi", "--json"]),
+    "chat: empty piped turns": Case(["chat", "--lines", "--json"], stdin=b"\n \n"),
+    "chat: non-UTF-8 piped turns": Case(["chat", "--json"], stdin=LATIN1),
+    "chat: interactive without a terminal": Case(["chat", "-i"], stdin=b"hi\n"),
+    "sessions show: no such session": Case(["sessions", "show", "nosuch", "--json"]),
+    "sessions rm: no such session": Case(["sessions", "rm", "nosuch", "--json"]),
+    "sessions: unknown option": Case(["sessions", "--nosuch"]),
     # -- eval
     "eval run: missing spec": Case(["eval", "run", "nosuch.yaml", "--json"]),
     "eval run: a folder": Case(["eval", "run", "d", "--json"], setup=files(d="<dir>")),

@@ -1,0 +1,381 @@
+"""`llamapipe chat` (one prompt, a saved conversation, or an interactive session) and
+`llamapipe sessions` (list, show, rm)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from commands import common
+from commands.common import (
+    JsonFlag,
+    VerboseFlag,
+    announce,
+    err,
+    out,
+    print_json,
+    spinner,
+    with_model_flags,
+)
+from pipelines.errors import UsageError
+from pipelines.settings import Settings, load_settings
+
+HELP = """commands:
+  /help            this list
+  /reset           forget this session's turns (the system prompt stays)
+  /system TEXT     set the system prompt (empty: none)
+  /save NAME       give this session a name (it is saved as you go)
+  /exit            leave (or Ctrl-D); Ctrl-C stops an answer"""
+
+
+@with_model_flags
+def chat(
+    prompt: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="What to ask; '-' reads standard input. None: a conversation, interactive "
+            "on a terminal, else from standard input."
+        ),
+    ] = None,
+    system: Annotated[
+        Optional[str], typer.Option("--system", "-s", help="A system message.")
+    ] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Chat turn after turn (a REPL).")
+    ] = False,
+    session: Annotated[
+        Optional[str],
+        typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
+    ] = False,
+    lines: Annotated[
+        bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
+    ] = False,
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Chat: one prompt, or a conversation that remembers (saved in sessions)."""
+    conversing = interactive or session is not None or resume or prompt is None
+    if not conversing:
+        return _one_shot(common.text_arg(prompt or ""), system, as_json, verbose, settings)
+    if interactive and not sys.stdin.isatty():
+        raise UsageError(
+            "--interactive needs a terminal, and standard input is not one",
+            hint="pipe the turns without -i (one turn, or --lines for one per line)",
+        )
+    from pipelines.chat import SessionStore
+
+    store = SessionStore.in_data_dir(settings.data_dir)
+    name = _session_name(store, session, resume, system)
+    if prompt is not None:
+        turns = [common.text_arg(prompt)]
+    elif interactive or sys.stdin.isatty():
+        return _repl(store, name, settings, verbose)
+    else:
+        turns = _piped_turns(lines)
+    _converse(store, name, turns, settings, as_json, verbose)
+
+
+def _session_name(store: Any, session: str | None, resume: bool, system: str | None) -> str:
+    if session is not None and resume:
+        raise UsageError("--session and --continue both name a session", hint="give one of them")
+    if resume:
+        last = store.last()
+        if last is None:
+            raise UsageError("there is no session to continue", hint="start one: llamapipe chat")
+        session = last
+    if session is not None:
+        return str(store.open(session, system))
+    return str(store.create(system=system or ""))
+
+
+def _piped_turns(lines: bool) -> list[str]:
+    from pipelines.inputs import decode_text
+
+    text = decode_text(sys.stdin.buffer.read(), "standard input")
+    turns = [line.strip() for line in text.splitlines()] if lines else [text.strip()]
+    turns = [t for t in turns if t]
+    if not turns:
+        raise UsageError(
+            "standard input is empty", hint='pipe some text, or run `llamapipe chat "Hello"`'
+        )
+    return turns
+
+
+def _conversation(store: Any, settings: Settings) -> tuple[Any, Any]:
+    from pipelines.chat import Conversation
+
+    backend = common.load_model(settings)
+    announce(backend)
+    return backend, Conversation(model=backend.chat, store=store)
+
+
+def _converse(
+    store: Any, name: str, turns: list[str], settings: Settings, as_json: bool, verbose: bool
+) -> None:
+    """Turns from the command line or a pipe, each answered, streamed and saved."""
+    from pipelines.chat import ChatReply, ChatTurn
+
+    _, conversation = _conversation(store, settings)
+    err.print(f"[dim]session: {name}[/dim]", highlight=False)
+    replies = []
+    for message in turns:
+        turn = ChatTurn(session=name, message=message)
+        if verbose:
+            _show_prompt(conversation, turn)
+        for item in conversation.stream(turn):
+            if isinstance(item, ChatReply):
+                replies.append(item)
+            elif not as_json:
+                sys.stdout.write(item)
+                sys.stdout.flush()
+        if not as_json:
+            sys.stdout.write("\n")
+    if as_json:
+        print_json({"session": name, "turns": [r.model_dump() for r in replies]})
+
+
+def _show_prompt(conversation: Any, turn: Any) -> None:
+    from prompts import show
+
+    prompt, _, left_out = conversation.prompt(turn)
+    err.print(show(prompt), markup=False, highlight=False)
+    if left_out:
+        err.print(f"[dim]({left_out} earlier messages left out to fit the window)[/dim]")
+
+
+# -- the REPL --------------------------------------------------------------------------------
+
+
+def _repl(store: Any, name: str, settings: Settings, verbose: bool) -> None:
+    from pipelines.chat import ChatReply, ChatTurn
+
+    backend, conversation = _conversation(store, settings)
+    err.print(
+        f"[dim]session {name} · {backend.model} · /help for commands, Ctrl-D to leave[/dim]",
+        highlight=False,
+    )
+    earlier = [m for m in store.messages(name)]
+    if earlier:
+        err.print(f"[dim]({len(earlier)} earlier messages in this session)[/dim]")
+    with _line_editing(settings.data_dir / "chat_history"), _every_ctrl_c_interrupts():
+        while True:
+            try:
+                line = input("› ")
+            except EOFError:  # Ctrl-D
+                sys.stdout.write("\n")
+                break
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh line, as shells do
+                sys.stdout.write("\n")
+                continue
+            message = line.strip()
+            if not message:
+                continue
+            if message.startswith("/"):
+                name, leave = _command(store, name, message)
+                if leave:
+                    break
+                continue
+            turn = ChatTurn(session=name, message=message)
+            if verbose:
+                _show_prompt(conversation, turn)
+            try:
+                for item in conversation.stream(turn):
+                    if not isinstance(item, ChatReply):
+                        sys.stdout.write(item)
+                        sys.stdout.flush()
+                sys.stdout.write("\n")
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+                err.print("[dim](stopped; what came is saved)[/dim]")
+    err.print(f"[dim]saved as session {name}: llamapipe chat --session {name}[/dim]")
+
+
+def _command(store: Any, name: str, line: str) -> tuple[str, bool]:
+    """Run a /command; (the session's name now, whether to leave)."""
+    command, _, argument = line.partition(" ")
+    argument = argument.strip()
+    if command in ("/exit", "/quit"):
+        return name, True
+    if command == "/help":
+        err.print(HELP, markup=False, highlight=False)
+    elif command == "/reset":
+        store.clear(name)
+        err.print("[dim](this session's turns are forgotten)[/dim]")
+    elif command == "/system":
+        store.set_system(name, argument)
+        err.print(f"[dim](system prompt {'set' if argument else 'removed'})[/dim]")
+    elif command == "/save":
+        if not argument:
+            err.print(f"[dim](saved as you go, as {name}; /save NAME renames it)[/dim]")
+        else:
+            try:
+                store.rename(name, argument)
+            except UsageError as exc:
+                err.print(f"[red]{exc.message}[/red]")
+                return name, False
+            err.print(f"[dim](saved as {argument})[/dim]")
+            return argument, False
+    else:
+        err.print(f"[red]unknown command {command}[/red] (/help lists them)")
+    return name, False
+
+
+@contextlib.contextmanager
+def _line_editing(history: Path) -> Iterator[None]:
+    """readline: arrows, editing and history (kept across sessions) for `input()`; wide
+    characters such as Hangul edit as one column pair each in a UTF-8 locale."""
+    try:
+        import readline
+    except ImportError:  # Python built without it: plain input() still works
+        yield
+        return
+    with contextlib.suppress(OSError):
+        readline.read_history_file(history)
+    readline.set_history_length(1000)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            history.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(history)
+
+
+@contextlib.contextmanager
+def _every_ctrl_c_interrupts() -> Iterator[None]:
+    """The CLI ignores a second Ctrl-C while a command stops; in a REPL each one counts."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- one prompt, as before sessions -----------------------------------------------------------
+
+
+def _one_shot(
+    prompt: str, system: str | None, as_json: bool, verbose: bool, settings: Settings
+) -> None:
+    from prompts import load_prompt, show
+
+    if not prompt.strip():
+        raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
+    backend = common.load_model(settings)
+    announce(backend)
+    template = load_prompt("chat/default")
+    variables = {"prompt": prompt, "system": system or ""}
+    if verbose:
+        err.print(show(template.invoke(variables)), markup=False, highlight=False)
+    chain = template | backend.chat
+    started = time.perf_counter()
+    if as_json:
+        with spinner(f"Generating with {backend.model}..."):
+            message = chain.invoke(variables)
+        print_json(
+            {
+                "text": message.text,
+                "backend": backend.name,
+                "model": backend.model,
+                "reason": backend.reason,
+                "usage": message.usage_metadata,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        return
+    with spinner(f"Waiting for {backend.model}..."):
+        stream = chain.stream(variables)
+        first = next(stream, None)
+    if first is not None:
+        sys.stdout.write(first.text)
+    for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# -- llamapipe sessions ----------------------------------------------------------------------
+
+sessions_app = typer.Typer(
+    help="Saved conversations: list them, show one, remove one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@sessions_app.callback()
+def sessions(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List saved sessions, most recent first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipelines.chat import SessionStore
+
+    found = SessionStore.in_data_dir(load_settings().data_dir).sessions()
+    if as_json:
+        print_json({"sessions": [s.to_json() for s in found]})
+        return
+    if not found:
+        err.print("no sessions yet: `llamapipe chat` starts one")
+        return
+    table = Table("session", "messages", "last used", "first message", header_style="bold")
+    for s in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
+        first = s.first.replace("\n", " ")
+        table.add_row(s.name, str(s.messages), when, first[:60] + ("…" if len(first) > 60 else ""))
+    out.print(table)
+
+
+@sessions_app.command("show")
+def show_session(
+    name: Annotated[str, typer.Argument(help="The session's name.")], as_json: JsonFlag = False
+) -> None:
+    """Print a session's messages."""
+    from pipelines.chat import SessionStore
+
+    store = SessionStore.in_data_dir(load_settings().data_dir)
+    messages = store.messages(name)
+    if as_json:
+        print_json(
+            {"session": name, "system": store.system(name),
+             "messages": [m.to_json() for m in messages]}
+        )  # fmt: skip
+        return
+    system = store.system(name)
+    if system:
+        out.print(f"[dim]system:[/dim] {system}", highlight=False)
+    for m in messages:
+        who = "[bold cyan]you[/bold cyan]" if m.role == "user" else "[bold green]model[/bold green]"
+        stopped = " [dim](stopped)[/dim]" if m.meta.get("stopped") else ""
+        out.print(f"{who}{stopped}")
+        out.print(m.content, markup=False, highlight=False)
+
+
+@sessions_app.command("rm")
+def remove_session(
+    names: Annotated[list[str], typer.Argument(help="Sessions to remove.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove sessions and their messages."""
+    from pipelines.chat import SessionStore
+
+    store = SessionStore.in_data_dir(load_settings().data_dir)
+    for name in names:  # all known before any goes: a typo removes nothing
+        store.system(name)
+    removed = {name: store.delete(name) for name in names}
+    if as_json:
+        print_json({"removed": [{"session": n, "messages": c} for n, c in removed.items()]})
+        return
+    for name, count in removed.items():
+        err.print(f"removed {name} ({count} messages)")

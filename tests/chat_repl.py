@@ -1,0 +1,43 @@
+"""Run `llamapipe ARGS` with a scripted chat model, for the REPL tests (run in a pty).
+
+    python tests/chat_repl.py [--delay S] -- chat -i
+
+The model answers "I see N user messages" (and "with a system prompt" when there is one),
+so a test can tell what history reached it; with --long it answers twelve slow words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from commands import common
+    from tests.fakes import ScriptedChat
+
+    def reply(prompt: str) -> str:
+        if "long answer" in prompt.rsplit("[human]", 1)[-1]:
+            return " ".join(["word"] * 12) + " end."
+        system = " with a system prompt" if "[system]" in prompt else ""
+        return f"I see {prompt.count('[human]')} user messages{system}."
+
+    model = ScriptedChat(reply, chunk_delay=args.delay)
+    backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model,
+                              completion=model, warm=lambda: None)  # fmt: skip
+    common.load_model = lambda settings: backend  # type: ignore[assignment]
+    import cli
+
+    sys.argv = ["llamapipe", *(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)]
+    cli.entry()
+
+
+if __name__ == "__main__":
+    main()
