@@ -61,15 +61,46 @@ def chat(
     lines: Annotated[
         bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
     ] = False,
+    rag: Annotated[
+        Optional[Path],
+        typer.Option("--rag", help="Chat with the documents of this index (as `rag chat`)."),
+    ] = None,
     as_json: JsonFlag = False,
     verbose: VerboseFlag = False,
     *,
     settings: Settings,
 ) -> None:
     """Chat: one prompt, or a conversation that remembers (saved in sessions)."""
+    if rag is not None:
+        return converse(
+            settings, prompt, session=session, resume=resume, interactive=interactive,
+            lines=lines, as_json=as_json, verbose=verbose, system=system, rag_index=rag,
+        )  # fmt: skip
     conversing = interactive or session is not None or resume or prompt is None
     if not conversing:
         return _one_shot(common.text_arg(prompt or ""), system, as_json, verbose, settings)
+    converse(
+        settings, prompt, session=session, resume=resume, interactive=interactive, lines=lines,
+        as_json=as_json, verbose=verbose, system=system,
+    )  # fmt: skip
+
+
+def converse(
+    settings: Settings,
+    prompt: str | None,
+    *,
+    session: str | None,
+    resume: bool,
+    interactive: bool,
+    lines: bool,
+    as_json: bool,
+    verbose: bool,
+    system: str | None = None,
+    rag_index: Path | None = None,
+    k: int = 5,
+) -> None:
+    """A saved conversation, plain or over an index: the REPL on a terminal, else the turns
+    given (the prompt, or standard input)."""
     if interactive and not sys.stdin.isatty():
         raise UsageError(
             "--interactive needs a terminal, and standard input is not one",
@@ -78,14 +109,32 @@ def chat(
     from pipelines.chat import SessionStore
 
     store = SessionStore.in_data_dir(settings.data_dir)
+    index = None
+    if rag_index is not None:
+        from commands.rag import open_index
+
+        index = open_index(settings, rag_index, dense=True)
+        if not index.sources():
+            raise UsageError(
+                f"the index at {index.path} is empty",
+                hint="add documents: llamapipe rag ingest PATH",
+            )
     name = _session_name(store, session, resume, system)
     if prompt is not None:
         turns = [common.text_arg(prompt)]
-    elif interactive or sys.stdin.isatty():
-        return _repl(store, name, settings, verbose)
-    else:
+    elif not (interactive or sys.stdin.isatty()):
         turns = _piped_turns(lines)
-    _converse(store, name, turns, settings, as_json, verbose)
+    else:
+        turns = []
+    responder = _responder(store, settings, index, k)
+    if not turns:
+        return _repl(store, name, responder, settings, verbose)
+    replies = []
+    err.print(f"[dim]session: {name}[/dim]", highlight=False)
+    for message in turns:
+        replies.append(responder.respond(name, message, as_json=as_json, verbose=verbose))
+    if as_json:
+        print_json({"session": name, "turns": [r.model_dump() for r in replies]})
 
 
 def _session_name(store: Any, session: str | None, resume: bool, system: str | None) -> str:
@@ -114,60 +163,95 @@ def _piped_turns(lines: bool) -> list[str]:
     return turns
 
 
-def _conversation(store: Any, settings: Settings) -> tuple[Any, Any]:
-    from pipelines.chat import Conversation
+class _Chat:
+    """Plain chat turns: streamed, saved."""
 
-    backend = common.load_model(settings)
-    announce(backend)
-    return backend, Conversation(model=backend.chat, store=store)
+    on_stop = "; what came is saved"
 
+    def __init__(self, conversation: Any) -> None:
+        self.conversation = conversation
+        self.model = conversation.model
 
-def _converse(
-    store: Any, name: str, turns: list[str], settings: Settings, as_json: bool, verbose: bool
-) -> None:
-    """Turns from the command line or a pipe, each answered, streamed and saved."""
-    from pipelines.chat import ChatReply, ChatTurn
+    def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
+        from pipelines.chat import ChatReply, ChatTurn
 
-    _, conversation = _conversation(store, settings)
-    err.print(f"[dim]session: {name}[/dim]", highlight=False)
-    replies = []
-    for message in turns:
-        turn = ChatTurn(session=name, message=message)
+        turn = ChatTurn(session=session, message=message)
         if verbose:
-            _show_prompt(conversation, turn)
-        for item in conversation.stream(turn):
+            from prompts import show
+
+            prompt, _, left_out = self.conversation.prompt(turn)
+            err.print(show(prompt), markup=False, highlight=False)
+            if left_out:
+                err.print(f"[dim]({left_out} earlier messages left out to fit the window)[/dim]")
+        reply = None
+        for item in self.conversation.stream(turn):
             if isinstance(item, ChatReply):
-                replies.append(item)
+                reply = item
             elif not as_json:
                 sys.stdout.write(item)
                 sys.stdout.flush()
         if not as_json:
             sys.stdout.write("\n")
-    if as_json:
-        print_json({"session": name, "turns": [r.model_dump() for r in replies]})
+        return reply
 
 
-def _show_prompt(conversation: Any, turn: Any) -> None:
-    from prompts import show
+class _RAGChat:
+    """RAG chat turns: the follow-up made standalone, retrieved, answered, checked, saved."""
 
-    prompt, _, left_out = conversation.prompt(turn)
-    err.print(show(prompt), markup=False, highlight=False)
-    if left_out:
-        err.print(f"[dim]({left_out} earlier messages left out to fit the window)[/dim]")
+    on_stop = "; an unchecked answer is not saved"
+
+    def __init__(self, conversation: Any, settings: Settings) -> None:
+        self.conversation = conversation
+        self.settings = settings
+
+    def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
+        from commands.rag import print_checked_answer
+        from pipelines.chat import ChatTurn, RAGChatReply, Rewritten
+
+        reply = None
+        for item in self.conversation.stream(ChatTurn(session=session, message=message)):
+            if isinstance(item, RAGChatReply):
+                reply = item
+            elif isinstance(item, Rewritten):
+                if verbose and item != message.strip():
+                    err.print(f"[dim]standalone question: {item}[/dim]", highlight=False)
+            elif not as_json:
+                sys.stdout.write(item)
+                sys.stdout.flush()
+        assert reply is not None
+        if not as_json:
+            sys.stdout.write("\n")
+            print_checked_answer(reply.answer, self.settings)
+        return reply
+
+
+def _responder(store: Any, settings: Settings, index: Any, k: int) -> Any:
+    backend = common.load_model(settings)
+    announce(backend)
+    if index is None:
+        from pipelines.chat import Conversation
+
+        return _Chat(Conversation(model=backend.chat, store=store))
+    from pipelines.chat import RAGConversation
+    from pipelines.rag import RAG
+
+    rag = RAG(model=backend.chat, index=index, k=k, backend=backend.name)
+    return _RAGChat(RAGConversation(rag=rag, store=store), settings)
 
 
 # -- the REPL --------------------------------------------------------------------------------
 
 
-def _repl(store: Any, name: str, settings: Settings, verbose: bool) -> None:
-    from pipelines.chat import ChatReply, ChatTurn
+def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bool) -> None:
+    model = getattr(getattr(responder.conversation, "rag", responder.conversation), "model", None)
+    from pipelines.backends.describe import describe_model
 
-    backend, conversation = _conversation(store, settings)
     err.print(
-        f"[dim]session {name} · {backend.model} · /help for commands, Ctrl-D to leave[/dim]",
+        f"[dim]session {name} · {describe_model(model)[1]} · /help for commands, "
+        "Ctrl-D to leave[/dim]",
         highlight=False,
     )
-    earlier = [m for m in store.messages(name)]
+    earlier = store.messages(name)
     if earlier:
         err.print(f"[dim]({len(earlier)} earlier messages in this session)[/dim]")
     with _line_editing(settings.data_dir / "chat_history"), _every_ctrl_c_interrupts():
@@ -188,18 +272,13 @@ def _repl(store: Any, name: str, settings: Settings, verbose: bool) -> None:
                 if leave:
                     break
                 continue
-            turn = ChatTurn(session=name, message=message)
-            if verbose:
-                _show_prompt(conversation, turn)
             try:
-                for item in conversation.stream(turn):
-                    if not isinstance(item, ChatReply):
-                        sys.stdout.write(item)
-                        sys.stdout.flush()
-                sys.stdout.write("\n")
+                responder.respond(name, message, as_json=False, verbose=verbose)
             except KeyboardInterrupt:
                 sys.stdout.write("\n")
-                err.print("[dim](stopped; what came is saved)[/dim]")
+                err.print(f"[dim](stopped{responder.on_stop})[/dim]")
+            except UsageError as exc:  # e.g. a message too long for the window: say, go on
+                err.print(f"[red]{exc.message}[/red] ({exc.hint})", highlight=False)
     err.print(f"[dim]saved as session {name}: llamapipe chat --session {name}[/dim]")
 
 

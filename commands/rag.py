@@ -169,6 +169,12 @@ def ask(
         print_json(answer.to_json())
         return
     sys.stdout.write("\n")
+    print_checked_answer(answer, settings)
+    raise typer.Exit(EXIT_OK)
+
+
+def print_checked_answer(answer: Any, settings: Settings) -> None:
+    """After the streamed text: the checked answer with its citations, and what was off."""
     if not answer.abstained:
         out.rule("checked answer", style="dim")
         out.print(answer.answer, highlight=False)
@@ -198,7 +204,39 @@ def ask(
         )
     for sentence in answer.unsupported:
         err.print(f"[yellow]unsupported:[/yellow] {sentence}", highlight=False)
-    raise typer.Exit(EXIT_OK)
+
+
+@app.command("chat")
+@with_model_flags
+def rag_chat(
+    prompt: Annotated[
+        Optional[str],
+        typer.Argument(help="One turn; none: interactive on a terminal, else standard input."),
+    ] = None,
+    index: IndexFlag = None,
+    k: Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)] = 5,
+    session: Annotated[
+        Optional[str],
+        typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
+    ] = False,
+    lines: Annotated[
+        bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
+    ] = False,
+    as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Chat with your documents: follow-ups are made standalone, every answer is checked."""
+    from commands.chat import converse
+
+    converse(
+        settings, prompt, session=session, resume=resume, interactive=False, lines=lines,
+        as_json=as_json, verbose=verbose, rag_index=index or settings.data_dir / "index", k=k,
+    )  # fmt: skip
 
 
 @app.command("sources")

@@ -276,3 +276,88 @@ def test_ctrl_c_stops_an_answer_and_the_repl_goes_on() -> None:
     messages = json.loads(shown.stdout)["messages"]
     assert messages[1]["meta"]["stopped"] is True
     assert messages[1]["content"].startswith("word word") and "end." not in messages[1]["content"]
+
+
+# -- RAG chat --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.rag import Index
+
+    where = tmp_path_factory.mktemp("rag") / "index"
+    Index(where).ingest([ROOT / "evals" / "datasets" / "rag" / "corpus"])
+    return where
+
+
+def test_a_follow_up_is_made_standalone_then_answered_with_checked_citations(
+    store: SessionStore, corpus_index: Path
+) -> None:
+    from pipelines.chat import RAGConversation
+    from pipelines.rag import RAG, Index
+
+    def reply(prompt: str) -> str:
+        if "Latest question:" in prompt:  # the rewrite step
+            assert "처용가는 어떤 노래야?" in prompt  # the history reached it
+            return "처용가는 누가 지었어?"
+        return "처용가는 신라 헌강왕 때 처용이 지었다고 전하는 8구체 향가이다 [1]."
+
+    model = ScriptedChat(reply)
+    chat = RAGConversation(rag=RAG(model=model, index=Index(corpus_index), k=3), store=store)
+    session = store.create()
+    first = chat.invoke({"session": session, "message": "처용가는 어떤 노래야?"})
+    assert not first.rewritten and len(model.calls) == 1  # nothing to rewrite on turn one
+    second = chat.invoke({"session": session, "message": "그럼 그건 누가 지었어?"})
+    assert second.rewritten and second.question == "처용가는 누가 지었어?"
+    assert "Latest question: 그럼 그건 누가 지었어?" in model.calls[1]["prompt"]
+    assert "처용가는 누가 지었어?" in model.calls[2]["prompt"]  # retrieval and answer used it
+    (citation,) = second.answer.citations
+    assert citation.source.endswith("cheoyongga.txt") and "헌강왕" in citation.quote
+    saved = store.messages(session)[-1]
+    assert saved.meta["question"] == "처용가는 누가 지었어?" and saved.meta["citations"]
+    assert store.messages(session)[-2].content == "그럼 그건 누가 지었어?"  # as typed
+
+
+def test_rag_chat_abstains_per_turn_and_a_rambling_rewrite_is_not_used(
+    store: SessionStore, corpus_index: Path
+) -> None:
+    from pipelines.chat import RAGConversation
+    from pipelines.rag import RAG, Index
+
+    def reply(prompt: str) -> str:
+        if "Latest question:" in prompt:
+            return "Sure! " + "Here is a long explanation. " * 40
+        return "처용가는 처용이 지었다 [1]."
+
+    model = ScriptedChat(reply)
+    chat = RAGConversation(rag=RAG(model=model, index=Index(corpus_index), k=3), store=store)
+    session = store.create()
+    chat.invoke({"session": session, "message": "처용가는 누가 지었어?"})
+    off_topic = chat.invoke({"session": session, "message": "quantum chromodynamics lattice?"})
+    assert off_topic.question == "quantum chromodynamics lattice?"  # the ramble was dropped
+    assert off_topic.answer.abstained and not off_topic.answer.citations
+
+
+def test_rag_chat_from_the_cli(
+    fake_model: ScriptedChat,
+    corpus_index: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    fake_model.recorder.script = lambda prompt: (
+        "처용가는 누가 지었어?" if "Latest question:" in prompt
+        else "처용가는 처용이 지었다고 전하는 향가이다 [1]."
+    )  # fmt: skip
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # BM25 only: no server to ask
+    turns = "처용가는 어떤 노래야?\n그건 누가 지었어?\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(turns.encode())))
+    result = run_cli(capsys, "rag", "chat", "--index", str(corpus_index), "--lines", "--verbose",
+                     "--session", "docs")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "standalone question: 처용가는 누가 지었어?" in result.stderr
+    assert result.stdout.count("checked answer") == 2 and "cheoyongga.txt" in result.stdout
+    again = run_cli(capsys, "chat", "--rag", str(corpus_index), "-c", "그게 다야?", "--json")
+    (turn,) = again.json()["turns"]
+    assert turn["question"] == "처용가는 누가 지었어?" and turn["answer"]["citations"]

@@ -8,6 +8,7 @@ chat.invoke({"session": session, "message": "Hello"}).answer
 """
 
 from pipelines.chat.conversation import ChatReply, ChatTurn, Conversation, SessionHistory
+from pipelines.chat.rag_chat import RAGChatReply, RAGConversation, Rewritten
 from pipelines.chat.store import Message, SessionInfo, SessionStore
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "ChatTurn",
     "Conversation",
     "Message",
+    "RAGChatReply",
+    "RAGConversation",
+    "Rewritten",
     "SessionHistory",
     "SessionInfo",
     "SessionStore",

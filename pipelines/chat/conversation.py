@@ -84,7 +84,7 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> ChatReply:
         def run(value: Any) -> ChatReply:
-            *_, last = self._run(_turn(value), stream=False)
+            *_, last = self._run(as_turn(value), stream=False)
             assert isinstance(last, ChatReply)
             return last
 
@@ -94,7 +94,7 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         """Yields the answer's text as it is generated, then the `ChatReply`."""
-        yield from self._run(_turn(input), stream=True)
+        yield from self._run(as_turn(input), stream=True)
 
     def _run(self, turn: ChatTurn, *, stream: bool) -> Iterator[Any]:
         if turn.system is not None:
@@ -132,7 +132,7 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
         )  # fmt: skip
 
 
-def _turn(value: Any) -> ChatTurn:
+def as_turn(value: Any) -> ChatTurn:
     if isinstance(value, ChatTurn):
         return value
     if isinstance(value, dict):
