@@ -30,6 +30,8 @@ from pipelines.settings import Settings, load_settings
 
 HELP = """commands:
   /help            this list
+  /pal QUESTION    answer with a program the model writes, run in the sandbox
+  /program         show the program behind the last /pal answer
   /reset           forget this session's turns (the system prompt stays)
   /system TEXT     set the system prompt (empty: none)
   /save NAME       give this session a name (it is saved as you go)
@@ -163,14 +165,56 @@ def _piped_turns(lines: bool) -> list[str]:
     return turns
 
 
-class _Chat:
+class _Responder:
+    """What both kinds of chat share: `/pal`, answered by a program run in the sandbox."""
+
+    on_stop = ""
+
+    def __init__(self, conversation: Any, model: Any, settings: Settings) -> None:
+        self.conversation = conversation
+        self.model = model
+        self.settings = settings
+        self.last_program: str | None = None
+        self._sandbox: Any = None
+
+    def pal(self, session: str, question: str) -> None:
+        """Answer with PAL; the question and answer join the session (the program in meta)."""
+        from pipelines.chat import Message
+        from pipelines.pal import PAL
+
+        if not question.strip():
+            err.print("[red]/pal needs a question[/red] (e.g. /pal 17 * 23 + 4?)")
+            return
+        if self._sandbox is None:
+            from pipelines.sandbox import Limits, Sandbox
+
+            self._sandbox = Sandbox(
+                Limits.from_settings(self.settings), isolation=self.settings.sandbox_isolation
+            )
+        with spinner("Writing and running a program..."):
+            result = PAL(model=self.model, sandbox=self._sandbox).invoke(question)
+        self.last_program = result.program
+        if result.ok:
+            text = f"{result.answer}"
+            sys.stdout.write(f"{text}\n")
+            err.print("[dim](/program shows the program)[/dim]")
+        else:
+            text = f"(no program succeeded: {result.error})"
+            err.print(f"[red]{text}[/red]", highlight=False)
+        meta = {"pal": {"program": result.program, "answer": result.answer, "ok": result.ok}}
+        self.conversation.store.append(
+            session, Message("user", question), Message("assistant", text, meta)
+        )
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
+class _Chat(_Responder):
     """Plain chat turns: streamed, saved."""
 
     on_stop = "; what came is saved"
-
-    def __init__(self, conversation: Any) -> None:
-        self.conversation = conversation
-        self.model = conversation.model
 
     def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
         from pipelines.chat import ChatReply, ChatTurn
@@ -195,14 +239,10 @@ class _Chat:
         return reply
 
 
-class _RAGChat:
+class _RAGChat(_Responder):
     """RAG chat turns: the follow-up made standalone, retrieved, answered, checked, saved."""
 
     on_stop = "; an unchecked answer is not saved"
-
-    def __init__(self, conversation: Any, settings: Settings) -> None:
-        self.conversation = conversation
-        self.settings = settings
 
     def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
         from commands.rag import print_checked_answer
@@ -231,30 +271,33 @@ def _responder(store: Any, settings: Settings, index: Any, k: int) -> Any:
     if index is None:
         from pipelines.chat import Conversation
 
-        return _Chat(Conversation(model=backend.chat, store=store))
+        return _Chat(Conversation(model=backend.chat, store=store), backend.chat, settings)
     from pipelines.chat import RAGConversation
     from pipelines.rag import RAG
 
     rag = RAG(model=backend.chat, index=index, k=k, backend=backend.name)
-    return _RAGChat(RAGConversation(rag=rag, store=store), settings)
+    return _RAGChat(RAGConversation(rag=rag, store=store), backend.chat, settings)
 
 
 # -- the REPL --------------------------------------------------------------------------------
 
 
 def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bool) -> None:
-    model = getattr(getattr(responder.conversation, "rag", responder.conversation), "model", None)
     from pipelines.backends.describe import describe_model
 
     err.print(
-        f"[dim]session {name} · {describe_model(model)[1]} · /help for commands, "
+        f"[dim]session {name} · {describe_model(responder.model)[1]} · /help for commands, "
         "Ctrl-D to leave[/dim]",
         highlight=False,
     )
     earlier = store.messages(name)
     if earlier:
         err.print(f"[dim]({len(earlier)} earlier messages in this session)[/dim]")
-    with _line_editing(settings.data_dir / "chat_history"), _every_ctrl_c_interrupts():
+    with (
+        _line_editing(settings.data_dir / "chat_history"),
+        _every_ctrl_c_interrupts(),
+        contextlib.closing(responder),
+    ):
         while True:
             try:
                 line = input("› ")
@@ -268,7 +311,7 @@ def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bo
             if not message:
                 continue
             if message.startswith("/"):
-                name, leave = _command(store, name, message)
+                name, leave = _command(store, name, message, responder)
                 if leave:
                     break
                 continue
@@ -282,13 +325,23 @@ def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bo
     err.print(f"[dim]saved as session {name}: llamapipe chat --session {name}[/dim]")
 
 
-def _command(store: Any, name: str, line: str) -> tuple[str, bool]:
+def _command(store: Any, name: str, line: str, responder: Any) -> tuple[str, bool]:
     """Run a /command; (the session's name now, whether to leave)."""
     command, _, argument = line.partition(" ")
     argument = argument.strip()
     if command in ("/exit", "/quit"):
         return name, True
-    if command == "/help":
+    if command == "/pal":
+        try:
+            responder.pal(name, argument)
+        except KeyboardInterrupt:
+            err.print("[dim](stopped)[/dim]")
+        except UsageError as exc:
+            err.print(f"[red]{exc.message}[/red] ({exc.hint})", highlight=False)
+    elif command == "/program":
+        shown = responder.last_program or "(no /pal answer yet)"
+        out.print(shown, markup=False, highlight=False)
+    elif command == "/help":
         err.print(HELP, markup=False, highlight=False)
     elif command == "/reset":
         store.clear(name)

@@ -3,7 +3,8 @@
     python tests/chat_repl.py [--delay S] -- chat -i
 
 The model answers "I see N user messages" (and "with a system prompt" when there is one),
-so a test can tell what history reached it; with --long it answers twelve slow words.
+so a test can tell what history reached it; asked for "a long answer" it answers thirteen
+words (slowly, with --delay); given a PAL prompt, a program returning 395.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main() -> None:
     from tests.fakes import ScriptedChat
 
     def reply(prompt: str) -> str:
+        if "solution()" in prompt:  # a PAL prompt (/pal): a program
+            return "```python\ndef solution():\n    return 17 * 23 + 4\n```"
         if "long answer" in prompt.rsplit("[human]", 1)[-1]:
             return " ".join(["word"] * 12) + " end."
         system = " with a system prompt" if "[system]" in prompt else ""

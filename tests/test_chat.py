@@ -23,6 +23,7 @@ from pipelines.budget import budget_for
 from pipelines.chat import Conversation, Message, SessionHistory, SessionStore
 from pipelines.errors import UsageError
 from tests.cli_helpers import run_cli
+from tests.conftest import needs_walls
 from tests.fakes import ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +253,20 @@ def test_the_repl_remembers_takes_commands_and_leaves_on_ctrl_d() -> None:
     term.read_until("unknown command /nope")
     term.type("\x04")  # Ctrl-D at an empty prompt
     term.read_until("saved as session repl")
+    assert term.wait() == 0
+
+
+@needs_walls
+def test_pal_in_the_repl_answers_with_a_sandboxed_program() -> None:
+    term = Terminal("chat", "--session", "pal")
+    term.read_until("› ")
+    term.type("/pal 17 * 23 + 4?\r")
+    term.read_until("395")
+    term.type("/program\r")
+    term.read_until("return 17 * 23 + 4")
+    term.type("what did we get?\r")
+    term.read_until("I see 2 user messages.")  # the /pal turn joined the history
+    term.type("/exit\r")
     assert term.wait() == 0
 
 
