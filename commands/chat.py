@@ -494,6 +494,40 @@ def show_session(
         out.print(m.content, markup=False, highlight=False)
 
 
+@sessions_app.command("export")
+def export_sessions(
+    names: Annotated[
+        Optional[list[str]], typer.Argument(help="Sessions to export (default: all).")
+    ] = None,
+    form: Annotated[
+        str,
+        typer.Option("--format", help="dialogs (everyday-dialog JSON) | messages (chat JSONL)."),
+    ] = "messages",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
+) -> None:
+    """Export saved conversations as a dataset, for fine-tuning or a `dialog` eval."""
+    from pipelines.chat import SessionStore
+    from pipelines.chat.dialogs import export
+
+    if form not in ("dialogs", "messages"):
+        raise UsageError(f"unknown format {form!r}", hint="--format dialogs or --format messages")
+    store = SessionStore.in_data_dir(load_settings().data_dir)
+    for name in names or []:
+        store.system(name)  # each named one exists, or one clear error
+    text = export(store, names or [], form)  # type: ignore[arg-type]
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from pipelines.inputs import writable_folder
+
+    writable_folder(output.parent if str(output.parent) else Path("."), "the output folder")
+    output.write_text(text, encoding="utf-8")
+    count = text.count("\n") if form == "messages" else text.count('"conversation"')
+    err.print(f"wrote {count} conversation(s) to {output}")
+
+
 @sessions_app.command("rm")
 def remove_session(
     names: Annotated[list[str], typer.Argument(help="Sessions to remove.")],

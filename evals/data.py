@@ -1,6 +1,9 @@
 """Eval datasets: JSONL, every line checked, errors naming file, line and field.
 
 Translation lines: {"id": str, "source": str, "references": [str, ...], "meta": {...}}.
+Dialog datasets (the everyday-dialog JSON, `pipelines/chat/dialogs.py`) become the same items:
+one per assistant turn, the user's message before it as `source`, the turns before that in
+`meta.history`, the assistant's utterance as the reference.
 A local overlay (`<dataset folder>/local/<dataset file name>`, git-ignored) adds
 references by id, for texts a user may use but the project may not carry.
 """
@@ -53,6 +56,20 @@ def load_translation(path: Path) -> list[Item]:
     if not items:
         raise UsageError(f"{path} holds no items", hint="one JSON object per line")
     _apply_overlay(path, items)
+    return items
+
+
+def load_dialog_items(path: Path) -> list[Item]:
+    from pipelines.chat.dialogs import next_turn_items, read_dialogs
+
+    items = [Item.model_validate(row) for row in next_turn_items(read_dialogs(path))]
+    if not items:
+        raise UsageError(
+            f"{path} has no assistant turn that follows a user turn",
+            hint="each dialog alternates user and system (assistant) utterances",
+        )
+    if len({i.id for i in items}) != len(items):
+        raise UsageError(f"{path}: dialog ids repeat", hint="give each dialog its own id")
     return items
 
 

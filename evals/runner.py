@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from evals.cache import OutputCache, cache_key
-from evals.data import Item, load_outputs, load_translation
+from evals.data import Item, load_dialog_items, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
 from evals.runs import Failures, append_line, finish_run, open_run, read_results
 from evals.spec import EvalSpec, SystemSpec, check_inputs
@@ -219,13 +219,14 @@ def run_spec(
     on_step: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     check_inputs(spec)  # before a run folder is made or a model loads
-    if spec.task != "translate":
+    if spec.task not in ("translate", "dialog"):
         from evals.tasks import run_task  # PAL and RAG tasks
 
         return run_task(
             spec, out, settings=settings, backend_factory=backend_factory, on_step=on_step
         )
-    items = load_translation(spec.resolve(spec.dataset))
+    path = spec.resolve(spec.dataset)
+    items = load_dialog_items(path) if spec.task == "dialog" else load_translation(path)
     run_dir, resumed = open_run(out, spec)
     results_path = run_dir / "results.jsonl"
     done = {(r["system"], r["id"]): r for r in read_results(results_path)}

@@ -28,6 +28,7 @@ from pipelines.inputs import read_text
 
 METRICS = {
     "translate": ("chrf", "chrf++", "bleu", "ter"),
+    "dialog": ("chrf", "chrf++", "bleu", "ter"),  # the next assistant turn against the real one
     "pal": ("accuracy",),
     "rag": ("citation_validity", "recall@k", "abstention_accuracy"),
 }
@@ -58,7 +59,7 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
-    task: Literal["translate", "pal", "rag"] = "translate"
+    task: Literal["translate", "pal", "rag", "dialog"] = "translate"
     dataset: Path
     systems: list[SystemSpec] = Field(min_length=1)
     metrics: list[str] | None = None
@@ -83,7 +84,8 @@ class EvalSpec(BaseModel):
         if unknown:
             raise ValueError(f"task {self.task} has no metric {unknown}; use {list(allowed)}")
         for system in self.systems:
-            if system.outputs is None and system.prompt is None and self.task == "translate":
+            generated = self.task in ("translate", "dialog")
+            if system.outputs is None and system.prompt is None and generated:
                 raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
         return self
 

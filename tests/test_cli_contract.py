@@ -124,9 +124,16 @@ CASES: dict[str, Case] = {
     "chat: empty piped turns": Case(["chat", "--lines", "--json"], stdin=b"\n \n"),
     "chat: non-UTF-8 piped turns": Case(["chat", "--json"], stdin=LATIN1),
     "chat: interactive without a terminal": Case(["chat", "-i"], stdin=b"hi\n"),
+    "rag chat: no such index": Case(["rag", "chat", "q?", "--index", "typo", "--json"]),
+    "rag chat: empty piped turns": Case(["rag", "chat", "--lines"], stdin=b"\n"),
     "sessions show: no such session": Case(["sessions", "show", "nosuch", "--json"]),
     "sessions rm: no such session": Case(["sessions", "rm", "nosuch", "--json"]),
     "sessions: unknown option": Case(["sessions", "--nosuch"]),
+    "sessions export: unknown format": Case(["sessions", "export", "--format", "csv"]),
+    "sessions export: no such session": Case(["sessions", "export", "nosuch"]),
+    "sessions export: output under a file": Case(
+        ["sessions", "export", "-o", "f/out.json"], setup=files(f="not a folder")
+    ),
     # -- eval
     "eval run: missing spec": Case(["eval", "run", "nosuch.yaml", "--json"]),
     "eval run: a folder": Case(["eval", "run", "d", "--json"], setup=files(d="<dir>")),
