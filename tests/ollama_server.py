@@ -54,6 +54,12 @@ class Fault:
     times: int = 1
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops a SYN when eight clients connect at once; the
+    # client retries a second later, and a concurrency test sees one call fewer in flight.
+    request_queue_size = 128
+
+
 def refused_url() -> str:
     """A loopback URL where the connection is refused (the port was just freed)."""
     with socket.socket() as s:
@@ -95,7 +101,7 @@ class OllamaProtocolServer:
         self._lock = threading.Lock()
         self._infos = {name: read_gguf_info(path) for name, path in models.items()}
         handler = type("Handler", (_Handler,), {"backend": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

@@ -18,9 +18,10 @@ import pytest
 
 from evals.data import load_translation
 from evals.metrics import corpus_scores
-from evals.runner import few_shot_examples, read_results, render, run_spec
+from evals.runner import read_results, run_spec
 from evals.schedule import AlreadyRunning, cron_line, run_lock
 from evals.spec import load_spec
+from evals.tasks.translate import few_shot_examples, render
 from pipelines.budget import budget_for
 from pipelines.errors import UsageError
 from pipelines.settings import load_settings

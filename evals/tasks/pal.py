@@ -1,0 +1,57 @@
+"""The PAL task: a PAL dataset ({"id", "question", "answer"}); each system is a method (pal,
+cot, direct) on a backend; the metric is accuracy, answers compared as numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evals.context import RunContext, backend_for
+from evals.spec import SystemSpec
+from evals.tasks.answers import AnswerTask
+
+
+class PALTask(AnswerTask):
+    name = "pal"
+
+    def load(self) -> list[Any]:
+        from pipelines.pal import load_dataset
+
+        return load_dataset(self.spec.resolve(self.spec.dataset))
+
+    def item_id(self, item: Any) -> str:
+        return str(item.id)
+
+    def question(self, item: Any) -> str:
+        return str(item.question)
+
+    def expected(self, item: Any) -> Any:
+        return item.answer
+
+    def cache_parts(self, system: SystemSpec, item: Any) -> dict[str, Any]:
+        return {"task_prompt": getattr(item, "task", None), "index": None}
+
+    def open(self) -> None:
+        from pipelines.sandbox import Limits, Sandbox
+
+        settings = self.settings
+        self.sandbox = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+    def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
+        from pipelines.pal import PAL, Baseline, same_answer
+
+        backend, _ = backend_for(ctx, system)
+        task = item.task or "math"
+        if system.method == "pal":
+            runner: Any = PAL(model=backend.chat, sandbox=self.sandbox, task=task)
+        else:
+            runner = Baseline(model=backend.chat, method=system.method, task=task)
+        result = runner.invoke(item.question)
+        correct = bool(result.ok and same_answer(result.answer, item.answer))
+        return {
+            "output": result.answer,
+            "program": result.program,
+            "metrics": {"accuracy": 100.0 * correct},
+        }

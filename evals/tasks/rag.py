@@ -1,0 +1,78 @@
+"""The RAG task: questions ({"id", "question", "gold_sources": [...], "answerable": bool})
+asked of an index (`index:`, or `corpus:` ingested into `<out>/<spec>-index`); metrics:
+citation validity (supported citations over citations plus dropped markers), recall@k of the
+gold sources, abstention accuracy. The index's state is part of each answer's cache key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evals.context import RunContext, backend_for
+from evals.data import read_jsonl
+from evals.spec import SystemSpec
+from evals.tasks.answers import AnswerTask
+from pipelines.errors import UsageError
+
+
+class RAGTask(AnswerTask):
+    name = "rag"
+
+    def load(self) -> list[Any]:
+        rows = read_jsonl(self.spec.resolve(self.spec.dataset), "dataset")
+        for number, row in rows:
+            if not isinstance(row.get("question"), str) or "id" not in row:
+                raise UsageError(
+                    f'{self.spec.dataset}:{number}: a RAG item needs "id" and "question"',
+                    hint='e.g. {"id": "q1", "question": "...", "gold_sources": ["a.md"], '
+                    '"answerable": true}',
+                )
+        return [row for _, row in rows]
+
+    def item_id(self, item: Any) -> str:
+        return str(item["id"])
+
+    def question(self, item: Any) -> str:
+        return str(item["question"])
+
+    def expected(self, item: Any) -> Any:
+        return item.get("gold_sources") or []
+
+    def open(self) -> None:
+        from pipelines.rag import Index
+
+        spec = self.spec
+        if spec.index is not None:
+            self.index = Index(spec.resolve(spec.index))
+            return
+        if spec.corpus is None:
+            raise UsageError(
+                "a rag spec needs `index:` or `corpus:`", hint="corpus: path/to/documents/"
+            )
+        self.index = Index(self.out / f"{spec.name}-index")
+        self.index.ingest([spec.resolve(spec.corpus)])
+
+    def cache_parts(self, system: SystemSpec, item: Any) -> dict[str, Any]:
+        return {"task_prompt": None, "index": (str(self.index.path), self.index.generation())}
+
+    def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
+        from pipelines.rag import RAG
+
+        backend, _ = backend_for(ctx, system)
+        answer = RAG(model=backend.chat, index=self.index, k=system.k).invoke(item["question"])
+        gold = set(item.get("gold_sources") or [])
+        got = {Path(r.source).name for r in answer.retrieved}
+        recall = 100.0 * len({Path(g).name for g in gold} & got) / len(gold) if gold else 100.0
+        checked = len(answer.citations) + answer.dropped_markers
+        supported = sum(c.supported for c in answer.citations)
+        validity = 100.0 * supported / checked if checked else 100.0
+        should_abstain = not item.get("answerable", True)
+        return {
+            "output": answer.answer,
+            "citations": [c.model_dump() for c in answer.citations],
+            "metrics": {
+                "citation_validity": validity,
+                "recall@k": recall,
+                "abstention_accuracy": 100.0 * (answer.abstained == should_abstain),
+            },
+        }
