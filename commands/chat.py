@@ -38,6 +38,18 @@ HELP = """commands:
   /exit            leave (or Ctrl-D); Ctrl-C stops an answer"""
 
 
+SessionFlag = Annotated[
+    Optional[str],
+    typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
+]
+ContinueFlag = Annotated[
+    bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
+]
+LinesFlag = Annotated[
+    bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
+]
+
+
 @with_model_flags
 def chat(
     prompt: Annotated[
@@ -53,16 +65,9 @@ def chat(
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Chat turn after turn (a REPL).")
     ] = False,
-    session: Annotated[
-        Optional[str],
-        typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
-    ] = False,
-    lines: Annotated[
-        bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
-    ] = False,
+    session: SessionFlag = None,
+    resume: ContinueFlag = False,
+    lines: LinesFlag = False,
     rag: Annotated[
         Optional[Path],
         typer.Option("--rag", help="Chat with the documents of this index (as `rag chat`)."),

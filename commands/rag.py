@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from commands import common
+from commands.chat import ContinueFlag, LinesFlag, SessionFlag
 from commands.common import (
     JsonFlag,
     VerboseFlag,
@@ -215,16 +216,9 @@ def rag_chat(
     ] = None,
     index: IndexFlag = None,
     k: Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)] = 5,
-    session: Annotated[
-        Optional[str],
-        typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
-    ] = False,
-    lines: Annotated[
-        bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
-    ] = False,
+    session: SessionFlag = None,
+    resume: ContinueFlag = False,
+    lines: LinesFlag = False,
     as_json: JsonFlag = False,
     verbose: VerboseFlag = False,
     *,
