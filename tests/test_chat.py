@@ -203,6 +203,7 @@ class Terminal:
             argv = [sys.executable, str(DRIVER), "--delay", str(delay), "--", *args]
             os.execve(sys.executable, argv, env)
         self.seen = ""
+        self._prompts = 0
         self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode  # split reads
 
     def read_until(self, text: str, timeout: float = 20.0, times: int = 1) -> str:
@@ -221,6 +222,16 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
+    def at_prompt(self, text: str) -> None:
+        """Wait for the REPL's prompt, then type: keys sent while the REPL is between
+        prompts can be lost (readline switches the terminal's mode), as for a person."""
+        self.read_until("›", times=self._prompts + 1)
+        self._prompts = self.seen.count("›")
+        # A person is never this fast: CPython's readline loop misses a SIGINT that lands
+        # in the instant between showing the prompt and waiting for keys.
+        time.sleep(0.1)
+        self.type(text)
+
     def wait(self, timeout: float = 20.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -236,22 +247,21 @@ class Terminal:
 
 def test_the_repl_remembers_takes_commands_and_leaves_on_ctrl_d() -> None:
     term = Terminal("chat", "--session", "repl")
-    term.read_until("› ")
-    term.type("안녕하세요, 저는 민지예요\r")
+    term.at_prompt("안녕하세요, 저는 민지예요\r")
     term.read_until("I see 1 user messages.")
-    term.type("제 이름이 뭐죠?\r")
+    term.at_prompt("제 이름이 뭐죠?\r")
     term.read_until("I see 2 user messages.")
-    term.type("/system 짧게 답하세요\r")
+    term.at_prompt("/system 짧게 답하세요\r")
     term.read_until("system prompt set")
-    term.type("다시?\r")
+    term.at_prompt("다시?\r")
     term.read_until("I see 3 user messages with a system prompt.")
-    term.type("/reset\r")
+    term.at_prompt("/reset\r")
     term.read_until("forgotten")
-    term.type("처음부터\r")
+    term.at_prompt("처음부터\r")
     term.read_until("I see 1 user messages with a system prompt.")
-    term.type("/nope\r")
+    term.at_prompt("/nope\r")
     term.read_until("unknown command /nope")
-    term.type("\x04")  # Ctrl-D at an empty prompt
+    term.at_prompt("\x04")  # Ctrl-D at an empty prompt
     term.read_until("saved as session repl")
     assert term.wait() == 0
 
@@ -259,30 +269,26 @@ def test_the_repl_remembers_takes_commands_and_leaves_on_ctrl_d() -> None:
 @needs_walls
 def test_pal_in_the_repl_answers_with_a_sandboxed_program() -> None:
     term = Terminal("chat", "--session", "pal")
-    term.read_until("› ")
-    term.type("/pal 17 * 23 + 4?\r")
+    term.at_prompt("/pal 17 * 23 + 4?\r")
     term.read_until("395")
-    term.type("/program\r")
+    term.at_prompt("/program\r")
     term.read_until("return 17 * 23 + 4")
-    term.type("what did we get?\r")
+    term.at_prompt("what did we get?\r")
     term.read_until("I see 2 user messages.")  # the /pal turn joined the history
-    term.type("/exit\r")
+    term.at_prompt("/exit\r")
     assert term.wait() == 0
 
 
 def test_ctrl_c_stops_an_answer_and_the_repl_goes_on() -> None:
     term = Terminal("chat", "--session", "stop", delay=0.3)
-    term.read_until("› ")
-    term.type("a long answer please\r")
+    term.at_prompt("a long answer please\r")
     term.read_until("word word")
     term.type("\x03")  # Ctrl-C mid-stream
     term.read_until("stopped; what came is saved")
-    term.read_until("› ", times=2)
-    term.type("\x03")  # Ctrl-C at the prompt: a fresh line, not an exit
-    term.read_until("› ", times=3)  # (the terminal drops what is typed before it is shown)
-    term.type("short one\r")
+    term.at_prompt("\x03")  # Ctrl-C at the prompt: a fresh line, not an exit
+    term.at_prompt("short one\r")
     term.read_until("I see 2 user messages.")
-    term.type("/exit\r")
+    term.at_prompt("/exit\r")
     assert term.wait() == 0
     shown = subprocess.run(
         [sys.executable, str(DRIVER), "--", "sessions", "show", "stop", "--json"],
