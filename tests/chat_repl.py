@@ -18,6 +18,7 @@ from types import SimpleNamespace
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--window", type=int, help="the model's context window (tokens)")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +33,8 @@ def main() -> None:
         system = " with a system prompt" if "[system]" in prompt else ""
         return f"I see {prompt.count('[human]')} user messages{system}."
 
-    model = ScriptedChat(reply, chunk_delay=args.delay)
+    model = ScriptedChat(reply, chunk_delay=args.delay, num_ctx=args.window,
+                         max_tokens=100 if args.window else None)  # fmt: skip
     backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model,
                               completion=model, warm=lambda: None)  # fmt: skip
     common.load_model = lambda settings: backend  # type: ignore[assignment]

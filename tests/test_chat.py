@@ -196,11 +196,12 @@ def test_sessions_persist_across_processes(tmp_path: Path) -> None:
 class Terminal:
     """The REPL on a pseudo-terminal: type lines and keys, read what it prints."""
 
-    def __init__(self, *args: str, delay: float = 0.0) -> None:
+    def __init__(self, *args: str, delay: float = 0.0, window: int | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the CLI, with the pty as its controlling terminal
-            argv = [sys.executable, str(DRIVER), "--delay", str(delay), "--", *args]
+            sized = ["--window", str(window)] if window else []
+            argv = [sys.executable, str(DRIVER), "--delay", str(delay), *sized, "--", *args]
             os.execve(sys.executable, argv, env)
         self.seen = ""
         self._prompts = 0
@@ -263,6 +264,19 @@ def test_the_repl_remembers_takes_commands_and_leaves_on_ctrl_d() -> None:
     term.read_until("unknown command /nope")
     term.at_prompt("\x04")  # Ctrl-D at an empty prompt
     term.read_until("saved as session repl")
+    assert term.wait() == 0
+
+
+def test_a_long_repl_session_trims_old_turns_and_keeps_the_system_prompt() -> None:
+    term = Terminal("chat", "--session", "long", window=600)
+    term.at_prompt("/system Answer in one word.\r")
+    term.read_until("system prompt set")
+    for k in range(10):
+        term.at_prompt(f"Turn {k}: " + "word " * 30 + "\r")
+        term.read_until("with a system prompt.", times=k + 1)  # the answer to this turn
+    last = term.seen.rsplit("I see ", 1)[1]
+    assert int(last.split()[0]) < 10  # the oldest turns were left out of the prompt
+    term.at_prompt("/exit\r")
     assert term.wait() == 0
 
 
