@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLLM
@@ -39,18 +39,10 @@ from pipelines.backends.ollama import (
     probe,
     unreachable_error,
 )
-from pipelines.backends.openai_compat import (
-    NO_KEY,
-    OpenAIChat,
-    OpenAICompletion,
-    OpenAIEmbed,
-    ServerStatus,
-    api_key,
-    normalize_base_url,
-    probe_server,
-    unknown_model_error,
-)
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:  # langchain-openai and openai cost ~0.4 s to import: only when asked for
+    from pipelines.backends.openai_compat import OpenAIEmbed, ServerStatus
 
 TOKEN_RATES_FILE = "token-rates.json"  # in cache_dir: measured tokens per character, per model
 
@@ -162,6 +154,16 @@ def _ollama_backend(settings: Settings, reason: str, status: OllamaStatus | None
 def _openai_backend(settings: Settings) -> Backend:
     """The OpenAI-compatible server at `openai_base_url`: checked once here (reachable, key
     accepted, model served), so a wrong setting fails before any work, saying what to do."""
+    from pipelines.backends.openai_compat import (
+        NO_KEY,
+        OpenAIChat,
+        OpenAICompletion,
+        api_key,
+        normalize_base_url,
+        probe_server,
+        unknown_model_error,
+    )
+
     base_url = normalize_base_url(settings.openai_base_url)
     key = api_key(settings.openai_api_key_env)
     status = probe_server(base_url, key, settings.timeout)
@@ -211,6 +213,14 @@ def _openai_embeddings(
 ) -> OpenAIEmbed:
     """`openai_embed_model`, on `openai_embed_base_url` when set (vLLM serves one model per
     process), else on the chat model's server (`status` is what probing that one found)."""
+    from pipelines.backends.openai_compat import (
+        NO_KEY,
+        OpenAIEmbed,
+        normalize_base_url,
+        probe_server,
+        unknown_model_error,
+    )
+
     name = settings.openai_embed_model
     if settings.openai_embed_base_url:
         base_url = normalize_base_url(settings.openai_embed_base_url)
@@ -229,6 +239,8 @@ def _openai_embeddings(
 
 
 def _openai_load_embeddings(settings: Settings) -> tuple[Embeddings | None, str, str]:
+    from pipelines.backends.openai_compat import api_key, normalize_base_url, probe_server
+
     if not settings.openai_embed_model:
         return None, "", "no openai_embed_model set: BM25 only"
     base_url = normalize_base_url(settings.openai_embed_base_url or settings.openai_base_url)
