@@ -100,6 +100,19 @@ def test_an_interrupted_answer_is_saved_as_far_as_it_got(store: SessionStore) ->
     assert (user.content, answer.content, answer.meta.get("stopped")) == ("count", "one", True)
 
 
+def test_a_failed_call_saves_nothing(store: SessionStore) -> None:
+    from pipelines.errors import ServerUnreachableError
+
+    def down(prompt: str) -> str:
+        raise ServerUnreachableError("cannot reach the server", hint="start it")
+
+    chat = Conversation(model=ScriptedChat(down), store=store)
+    session = store.create()
+    with pytest.raises(ServerUnreachableError):
+        list(chat.stream({"session": session, "message": "hello?"}))
+    assert store.messages(session) == []  # ask again later: no half turn in the history
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_session_history_works_with_runnable_with_message_history(store: SessionStore) -> None:
     model = ScriptedChat(counting)

@@ -103,7 +103,7 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
         backend, model_name = describe_model(self.model)
         model_input: Any = prompt.to_string() if isinstance(self.model, BaseLLM) else prompt
         parts: list[str] = []
-        stopped = False
+        stopped = completed = False
         try:
             if stream:
                 for chunk in self.model.stream(model_input):
@@ -113,13 +113,15 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
             else:
                 out = self.model.invoke(model_input)
                 parts.append(out.text if isinstance(out, BaseMessage) else str(out))
+            completed = True
         except (KeyboardInterrupt, GeneratorExit):
             stopped = True
             raise
         finally:
-            # Saved whole or not at all; an interrupted answer as far as it got.
+            # Saved whole, or an interrupted answer as far as it got; a failed call not at
+            # all (the user can ask again).
             answer = "".join(parts).strip()
-            if answer or not stopped:
+            if completed or (stopped and answer):
                 meta = {"model": model_name, **({"stopped": True} if stopped else {})}
                 self.store.append(
                     turn.session,
