@@ -22,13 +22,14 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import RunnableSerializable
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model
 from pipelines.budget import Budget, budget_for
 from pipelines.chat.store import Message, SessionStore
 from pipelines.errors import UsageError
+from pipelines.streaming import StreamThenResult
 from prompts import load_prompt
 
 PROMPT = "chat/conversation"
@@ -51,7 +52,7 @@ class ChatReply(BaseModel):
     model: str
 
 
-class Conversation(RunnableSerializable[Any, ChatReply]):
+class Conversation(StreamThenResult, RunnableSerializable[Any, ChatReply]):
     """Multi-turn chat over saved sessions, with any chat or completion model."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -82,19 +83,8 @@ class Conversation(RunnableSerializable[Any, ChatReply]):
                 start += 1  # whole turns: never open on an answer
         return render(history[start:]), len(history) - start, start
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> ChatReply:
-        def run(value: Any) -> ChatReply:
-            *_, last = self._run(as_turn(value), stream=False)
-            assert isinstance(last, ChatReply)
-            return last
-
-        return self._call_with_config(run, input, config, run_type="chain")
-
-    def stream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[Any]:
-        """Yields the answer's text as it is generated, then the `ChatReply`."""
-        yield from self._run(as_turn(input), stream=True)
+    def _parse(self, value: Any) -> Any:
+        return as_turn(value)
 
     def _run(self, turn: ChatTurn, *, stream: bool) -> Iterator[Any]:
         if turn.system is not None:

@@ -15,13 +15,14 @@ from typing import Any
 
 from langchain_core.language_models import BaseLLM
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import RunnableSerializable
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.budget import budget_for
 from pipelines.chat.conversation import ChatTurn, as_turn
 from pipelines.chat.store import Message, SessionStore
 from pipelines.rag.pipeline import RAG, RAGAnswer
+from pipelines.streaming import StreamThenResult
 from prompts import load_prompt
 
 REWRITE_PROMPT = "chat/rewrite"
@@ -36,8 +37,11 @@ class RAGChatReply(BaseModel):
     answer: RAGAnswer
 
 
-class RAGConversation(RunnableSerializable[Any, RAGChatReply]):
-    """Multi-turn RAG over saved sessions: rewrite, retrieve, answer, check, save."""
+class RAGConversation(StreamThenResult, RunnableSerializable[Any, RAGChatReply]):
+    """Multi-turn RAG over saved sessions: rewrite, retrieve, answer, check, save.
+
+    `stream` yields the standalone question first (a `Rewritten`, a str subclass), then the
+    answer's text as it is generated, then the `RAGChatReply`."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -70,22 +74,8 @@ class RAGConversation(RunnableSerializable[Any, RAGChatReply]):
             return turn.message.strip(), False  # a failed rewrite: ask as typed
         return question, question != turn.message.strip()
 
-    def invoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> RAGChatReply:
-        def run(value: Any) -> RAGChatReply:
-            *_, last = self._run(as_turn(value), stream=False)
-            assert isinstance(last, RAGChatReply)
-            return last
-
-        return self._call_with_config(run, input, config, run_type="chain")
-
-    def stream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[Any]:
-        """Yields the standalone question (a `str` subclass, `Rewritten`), the answer's text
-        as it is generated, then the `RAGChatReply`."""
-        yield from self._run(as_turn(input), stream=True)
+    def _parse(self, value: Any) -> Any:
+        return as_turn(value)
 
     def _run(self, turn: ChatTurn, *, stream: bool) -> Iterator[Any]:
         question, rewritten = self.standalone(turn)

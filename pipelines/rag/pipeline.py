@@ -27,7 +27,7 @@ from typing import Any
 from langchain_core.language_models import BaseLLM
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import RunnableSerializable
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.backends.describe import describe_model
@@ -38,6 +38,7 @@ from pipelines.rag.chunking import sentence_spans
 from pipelines.rag.citations import Citation, Passage, check
 from pipelines.rag.index import Chunk, Hit, Index
 from pipelines.rag.retriever import IndexRetriever
+from pipelines.streaming import StreamThenResult
 from prompts import load_prompt
 
 ABSTAIN = {
@@ -102,7 +103,7 @@ class Prepared:
         return sum(r.trimmed for r in self.retrieved)
 
 
-class RAG(RunnableSerializable[Any, RAGAnswer]):
+class RAG(StreamThenResult, RunnableSerializable[Any, RAGAnswer]):
     """Retrieve, answer with numbered sources, check every citation."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -158,19 +159,8 @@ class RAG(RunnableSerializable[Any, RAGAnswer]):
             )
         return Prepared([p for p, _ in chosen], render(chosen), retrieved)
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RAGAnswer:
-        def run(value: Any) -> RAGAnswer:
-            *_, last = self._run(_question(value), stream=False)
-            assert isinstance(last, RAGAnswer)
-            return last
-
-        return self._call_with_config(run, input, config, run_type="chain")
-
-    def stream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[Any]:
-        """Yields the answer's text as it is generated, then the checked `RAGAnswer`."""
-        yield from self._run(_question(input), stream=True)
+    def _parse(self, value: Any) -> Any:
+        return _question(value)
 
     def _run(self, question: str, *, stream: bool) -> Iterator[Any]:
         prepared = self.prepare(question)

@@ -1,0 +1,39 @@
+"""`invoke` and `stream` for pipelines that stream text, then give one checked result.
+
+RAG, chat and RAG chat each have one generator, `_run(parsed input, stream=...)`, that yields
+pieces of the answer as the model writes them and ends with the finished result (a
+`RAGAnswer`, a `ChatReply`). This mixin turns that into the Runnable methods: `stream`
+yields everything, `invoke` returns the last item (traced as one chain run). `.batch` and
+`.abatch` come from langchain-core on top of `invoke`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+
+class StreamThenResult:
+    """Mixin for a `RunnableSerializable`: implement `_parse` and `_run`."""
+
+    def _parse(self, value: Any) -> Any:
+        """The input as `_run` takes it (a question, a ChatTurn); UsageError when malformed."""
+        raise NotImplementedError
+
+    def _run(self, parsed: Any, *, stream: bool) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        def run(value: Any) -> Any:
+            *_, last = self._run(self._parse(value), stream=False)
+            return last
+
+        return self._call_with_config(run, input, config, run_type="chain")  # type: ignore[attr-defined]
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """The answer's text as it is generated, then the result."""
+        yield from self._run(self._parse(input), stream=True)
