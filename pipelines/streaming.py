@@ -12,7 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from langchain_core.language_models import BaseLLM
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig
+
+
+def model_text(model: Any, prompt: PromptValue, *, stream: bool) -> Iterator[str]:
+    """The model's answer to `prompt` as text: piece by piece when streaming, else whole.
+    A completion model gets the prompt as one string, a chat model as messages."""
+    model_input: Any = prompt.to_string() if isinstance(model, BaseLLM) else prompt
+    if not stream:
+        out = model.invoke(model_input)
+        yield out.text if isinstance(out, BaseMessage) else str(out)
+        return
+    for chunk in model.stream(model_input):
+        yield chunk.text if isinstance(chunk, BaseMessage) else str(chunk)
 
 
 class StreamThenResult:

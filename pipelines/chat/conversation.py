@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.language_models import BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableSerializable
@@ -29,7 +28,7 @@ from pipelines.backends.describe import describe_model
 from pipelines.budget import Budget, budget_for
 from pipelines.chat.store import Message, SessionStore
 from pipelines.errors import UsageError
-from pipelines.streaming import StreamThenResult
+from pipelines.streaming import StreamThenResult, model_text
 from prompts import load_prompt
 
 PROMPT = "chat/conversation"
@@ -91,18 +90,13 @@ class Conversation(StreamThenResult, RunnableSerializable[Any, ChatReply]):
             self.store.set_system(turn.session, turn.system)
         prompt, used, left_out = self.prompt(turn)
         backend, model_name = describe_model(self.model)
-        model_input: Any = prompt.to_string() if isinstance(self.model, BaseLLM) else prompt
         parts: list[str] = []
         stopped = completed = False
         try:
-            if stream:
-                for chunk in self.model.stream(model_input):
-                    text = chunk.text if isinstance(chunk, BaseMessage) else str(chunk)
-                    parts.append(text)
+            for text in model_text(self.model, prompt, stream=stream):
+                parts.append(text)
+                if stream:
                     yield text
-            else:
-                out = self.model.invoke(model_input)
-                parts.append(out.text if isinstance(out, BaseMessage) else str(out))
             completed = True
         except (KeyboardInterrupt, GeneratorExit):
             stopped = True

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.language_models import BaseLLM
-from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableSerializable
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +20,7 @@ from pipelines.budget import budget_for
 from pipelines.chat.conversation import ChatTurn, as_turn
 from pipelines.chat.store import Message, SessionStore
 from pipelines.rag.pipeline import RAG, RAGAnswer
-from pipelines.streaming import StreamThenResult
+from pipelines.streaming import StreamThenResult, model_text
 from prompts import load_prompt
 
 REWRITE_PROMPT = "chat/rewrite"
@@ -64,10 +62,7 @@ class RAGConversation(StreamThenResult, RunnableSerializable[Any, RAGChatReply])
         start = 0
         while start < len(history) - 1 and not budget.fits(render(history[start:])):
             start += 1
-        prompt = render(history[start:])
-        model = self.rag.model
-        out = model.invoke(prompt.to_string() if isinstance(model, BaseLLM) else prompt)
-        text = out.text if isinstance(out, BaseMessage) else str(out)
+        text = "".join(model_text(self.rag.model, render(history[start:]), stream=False))
         question = _first_line(text)
         limit = MAX_GROWTH * len(turn.message) + 200
         if not question or len(question) > limit:

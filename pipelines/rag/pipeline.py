@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseLLM
-from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableSerializable
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +37,7 @@ from pipelines.rag.chunking import sentence_spans
 from pipelines.rag.citations import Citation, Passage, check
 from pipelines.rag.index import Chunk, Hit, Index
 from pipelines.rag.retriever import IndexRetriever
-from pipelines.streaming import StreamThenResult
+from pipelines.streaming import StreamThenResult, model_text
 from prompts import load_prompt
 
 ABSTAIN = {
@@ -174,15 +173,10 @@ class RAG(StreamThenResult, RunnableSerializable[Any, RAGAnswer]):
                             backend=backend, model=model_name)  # fmt: skip
             return
         parts: list[str] = []
-        model_input: Any = prompt.to_string() if self.form == "completion" else prompt
-        if stream:
-            for chunk in self.model.stream(model_input):
-                text = chunk.text if isinstance(chunk, BaseMessage) else str(chunk)
-                parts.append(text)
+        for text in model_text(self.model, prompt, stream=stream):
+            parts.append(text)
+            if stream:
                 yield text
-        else:
-            out = self.model.invoke(model_input)
-            parts.append(out.text if isinstance(out, BaseMessage) else str(out))
         raw = "".join(parts).strip()
         checked = check(raw, passages, self.index.document_text, question)
         abstained = not checked.citations and (
