@@ -25,6 +25,7 @@ import contextlib
 import json
 import linecache
 import math
+import mmap
 import os
 import resource
 import signal
@@ -35,7 +36,9 @@ from typing import Any
 PROGRAM = "<program>"
 RESULT_FD = -1  # set from the config: the pipe the host reads the result from
 # Freed before describing an error or reporting, so a MemoryError can still be reported.
-_RESERVE = [bytearray(1 << 20)]
+# Address space only (RLIMIT_AS is the memory wall): never touched, so a fork copies and an
+# exit frees no pages for it.
+_RESERVE = [mmap.mmap(-1, 1 << 20)]
 
 
 def main() -> None:
@@ -68,7 +71,10 @@ def main() -> None:
 def serve(cfg: dict) -> None:
     """Walled in: add the Python layers, say ready, run the one program, report, exit."""
     os.environ.clear()  # the worker's variables (thread counts for BLAS) are not the program's
-    add_python_layers(cfg)
+    if "builtins" not in cfg:  # a fork server built them once, before forking
+        prepare_python_layers(cfg)
+    if cfg["audit"] is not None:
+        sys.addaudithook(cfg["audit"])
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     report = run_program(request["code"], cfg)
@@ -160,7 +166,9 @@ _BLOCKED_EVENTS = (
 )  # fmt: skip
 
 
-def add_python_layers(cfg: dict) -> None:
+def prepare_python_layers(cfg: dict) -> None:
+    """The program's builtins (an import allowlist) and the audit hook `serve` installs;
+    made once per fork server, and copied into each child by the fork."""
     # Internal helpers the C code of allowed modules imports through the program's own
     # __import__ (datetime.strptime imports _strptime): allowed too, and already loaded.
     allowed = set(cfg["allowed_modules"]) | set(cfg["internal_modules"])
@@ -188,10 +196,9 @@ def add_python_layers(cfg: dict) -> None:
     for name in ("breakpoint", "__loader__", "__spec__", "open" if cfg["no_open"] else ""):
         safe.pop(name, None)
     if not cfg["python_layers"]:  # tests use this to show the OS walls hold on their own
-        cfg["builtins"] = builtins
+        cfg["builtins"], cfg["audit"] = builtins, None
         return
-    cfg["builtins"] = safe
-    sys.addaudithook(audit)
+    cfg["builtins"], cfg["audit"] = safe, audit
 
 
 # -- the program ---------------------------------------------------------------------------

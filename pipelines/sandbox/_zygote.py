@@ -37,6 +37,7 @@ import socket
 import sys
 
 CHILD_FDS = 4  # stdin, stdout, stderr, result
+MAX_FD = 1 << 20  # above any descriptor the zygote holds (RLIMIT_NOFILE's usual hard cap)
 
 
 def main() -> None:
@@ -69,6 +70,7 @@ def main() -> None:
         # every run still inside.
         _walls.die_with_parent(signal.SIGKILL)
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        _worker.prepare_python_layers(cfg)
         rules = _walls.LandlockRules(cfg["readable"])
         seccomp_filter = _walls.seccomp_filter()
     except _walls.WallError as exc:
@@ -162,11 +164,9 @@ class Zygote:
                 os.dup2(fd, target)
             cfg = dict(self.cfg)
             cfg["result_fd"] = os.dup(result)
-            keep = {0, 1, 2, cfg["result_fd"], *self.rules.fds}  # type: ignore[attr-defined]
-            for name in os.listdir("/proc/self/fd"):
-                if int(name) not in keep:
-                    with contextlib.suppress(OSError):
-                        os.close(int(name))
+            keep = sorted({0, 1, 2, cfg["result_fd"], *self.rules.fds})  # type: ignore[attr-defined]
+            for low, high in zip(keep, [*keep[1:], MAX_FD], strict=True):
+                os.closerange(low + 1, high)  # one close_range(2) per gap
             self.worker.enter_run_walls(  # type: ignore[attr-defined]
                 self.walls, cfg, self.rules, self.seccomp_filter
             )
