@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from commands import chat, evals, general, pal, rag, sandbox
+from commands import chat, evals, general, pal, rag, sandbox, serve
 from commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
@@ -45,6 +45,7 @@ embedded model when no server is there.
   llamapipe sandbox run program.py --timeout 5 --json
   llamapipe rag ingest docs/ && llamapipe rag ask "처용가는 누가 지었나요?"
   llamapipe eval run evals/specs/hyangga.yaml
+  llamapipe serve                   # the web page: http://127.0.0.1:8765/
   llamapipe config
 """,
     rich_markup_mode="rich",
@@ -77,6 +78,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(pal.app, name="pal")
 app.add_typer(rag.app, name="rag")
 app.add_typer(evals.app, name="eval")
+app.command()(serve.serve)
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -73,17 +73,21 @@ def settings_from_flags(flags: dict[str, Any]) -> Settings:
     return load_settings({**flags, model_field(backend): model, host_field(backend): host})
 
 
-def with_model_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the model flags; it receives the effective `settings` instead."""
+def with_model_flags(fn: Callable[..., Any] | None = None, *, without: tuple[str, ...] = ()) -> Any:
+    """Give a command the model flags (but those named in `without`, which the command
+    uses for itself); it receives the effective `settings` instead."""
+    if fn is None:
+        return functools.partial(with_model_flags, without=without)
+    model_flags = [p for p in _MODEL_FLAGS if p.name not in without]
     signature = inspect.signature(fn, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "settings"]
 
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> Any:
-        flags = {p.name: kwargs.pop(p.name) for p in _MODEL_FLAGS}
+        flags = {p.name: kwargs.pop(p.name) for p in model_flags}
         return fn(*args, settings=settings_from_flags(flags), **kwargs)
 
-    command.__signature__ = signature.replace(parameters=own + _MODEL_FLAGS)  # type: ignore[attr-defined]
+    command.__signature__ = signature.replace(parameters=own + model_flags)  # type: ignore[attr-defined]
     return command
 
 

@@ -40,25 +40,13 @@ IndexFlag = Annotated[
 def open_index(
     settings: Settings, index: Path | None, dense: bool = False, create: bool = False
 ) -> Any:
-    """The index; with `dense`, and an embeddings model available, vectors are used too.
-    Only `ingest` creates one: elsewhere a mistyped --index is an error, not a new index."""
-    from pipelines.backends import load_embeddings
-    from pipelines.rag import Index
+    """The index (see pipelines.rag.opening); says how retrieval will work when `dense`."""
+    from pipelines.rag.opening import open_index as opened
 
-    embeddings, name = None, None
+    idx, why = opened(settings, index, dense=dense, create=create)
     if dense:
-        embeddings, name, why = load_embeddings(settings)
         err.print(f"[dim]dense retrieval: {why}[/dim]", highlight=False)
-    where = index or settings.data_dir / "index"
-    calls = 1
-    if embeddings is not None:
-        from pipelines.backends.describe import describe_model
-        from pipelines.pool import default_concurrency
-
-        calls = settings.concurrency or default_concurrency(describe_model(embeddings)[0])
-    return Index(
-        where, embeddings=embeddings, embed_model=name, create=create, embed_concurrency=calls
-    )
+    return idx
 
 
 def _shown(source: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -173,6 +173,11 @@ class Settings(BaseSettings):
         "linux",
         description="'linux': OS walls (namespaces, Landlock, seccomp), refused where missing; "
         "'unsafe': no OS walls, labelled unsafe in every output.",
+    )
+    serve_token: SecretStr | None = Field(
+        None,
+        description="Token every request to `llamapipe serve` must carry; needed to serve "
+        "beyond loopback (shown masked).",
     )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
@@ -323,7 +328,7 @@ def describe_settings(settings: Settings) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
-                "value": str(value) if isinstance(value, Path) else value,
+                "value": str(value) if isinstance(value, Path | SecretStr) else value,
                 "source": settings.origin(name),
                 "env": ENV_PREFIX + name.upper(),
                 "description": field.description or "",

@@ -2,7 +2,7 @@
 
 - Every test runs with user state (config, data, caches, HOME) in a tmp dir and with
   no LLAMAPIPE_* / OLLAMA_HOST / OPENAI_* from the developer's shell: tests never touch `~`.
-- Sockets are disabled (pytest-socket) except in tests marked `ollama`.
+- Sockets are disabled (pytest-socket) except in tests marked `ollama`, `openai` or `web`.
 - `ollama_target` is our Ollama-protocol server on loopback (backed by the embedded
   model), or with `--real-ollama` the real Ollama at $OLLAMA_HOST.
 """
@@ -55,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("ollama") or item.get_closest_marker("openai"):
+        if any(item.get_closest_marker(m) for m in ("ollama", "openai", "web")):
             item.add_marker(pytest.mark.enable_socket)
 
 

@@ -187,6 +187,9 @@ CASES: dict[str, Case] = {
     "eval schedule: missing dataset": Case(
         ["eval", "schedule", "s.yaml", "--cron", "0 3 * * *"], setup=files(s_dot_yaml=SPEC_OK)
     ),
+    # -- serve
+    "serve: beyond loopback without a token": Case(["serve", "--host", "0.0.0.0"]),
+    "serve: a short token": Case(["serve", "--token", "secret"]),
     # -- sandbox
     "sandbox run: missing file": Case(["sandbox", "run", "nosuch.py", "--json"]),
     "sandbox run: a folder": Case(["sandbox", "run", "d", "--json"], setup=files(d="<dir>")),

@@ -654,9 +654,28 @@ def test_schedule_systemd_failure_says_what_was_done_and_what_is_left(
 
 
 def test_item_diff_marks_differences_but_not_a_wholly_different_output() -> None:
-    from evals.report import diff_html
+    from evals.report import diff_segments
 
-    close = diff_html("서라벌 밝은 달에", "서라벌 밝은 달밤에")
-    assert "<ins>" in close and "서라벌 밝은 달" in close
-    unrelated = diff_html("서라벌 밝은 달에 밤 늦게 노닐다가", "Hello, how can I help you?")
-    assert "<del>" not in unrelated and unrelated == "Hello, how can I help you?"
+    close = diff_segments("서라벌 밝은 달에", "서라벌 밝은 달밤에")
+    assert ("ins", "밤") in close and close[0] == ("equal", "서라벌 밝은 달")
+    assert "".join(text for op, text in close if op != "del") == "서라벌 밝은 달밤에"
+    unrelated = diff_segments("서라벌 밝은 달에 밤 늦게 노닐다가", "Hello, how can I help you?")
+    assert unrelated == [("equal", "Hello, how can I help you?")]
+
+
+def test_report_escapes_what_models_and_datasets_wrote(tmp_path: Path) -> None:
+    """Outputs, references and system names are text: markup in them is shown, not run."""
+    from evals.data import Item
+    from evals.report import report_html
+
+    evil = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    summary = {
+        "spec": "s<b>", "run_id": "r1", "finished": 0.0, "items": 1, "task": "translate",
+        "bootstrap": {"resamples": 10}, "pairs": {}, "previous": None,
+        "systems": {evil: {"metrics": {"chrf": {"score": 1.0, "ci": [0.5, 1.5]}}}},
+    }  # fmt: skip
+    rows = [{"system": evil, "id": "a", "output": evil + " 달", "metrics": {"chrf": 1.0}}]
+    item = Item(id="a", source=evil, references=[evil + " 달"], meta={"title": evil})
+    page = report_html(summary, rows, [item], [])
+    assert "<script>" not in page and "<img" not in page and "s<b>" not in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page

@@ -1,0 +1,138 @@
+"""The FastAPI app: the page at /, the API under /api (its OpenAPI page at /docs), eval
+history and reports under /evals, the page's script under /static."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines import __version__
+from pipelines.errors import (
+    BackendError,
+    ContextOverflowError,
+    LlamapipeError,
+    ModelMissingError,
+    ServerUnreachableError,
+    UsageError,
+)
+from pipelines.settings import Settings
+from templates import render
+from web import api
+from web.guard import Guard
+from web.services import Services
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 256 * 1024  # bytes in one request: a long question, never a document
+
+
+def create_app(
+    settings: Settings,
+    *,
+    index: Path | None = None,
+    token: str | None = None,
+    loopback_only: bool = True,
+    backend: Any = None,
+    max_body: int = MAX_BODY,
+) -> FastAPI:
+    """The app. `index`: default <data_dir>/index. `token`: every request must carry it.
+    `loopback_only`: refuse requests addressed to any but a loopback name (the server is
+    bound to loopback). `backend`: a loaded pipelines.backends.Backend (default: the one
+    the settings choose, loaded on the first call that needs it)."""
+    svc = Services(
+        settings=settings,
+        index_path=(index or settings.data_dir / "index").expanduser(),
+        backend=backend,
+        token_required=token is not None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        svc.close()
+
+    app = FastAPI(
+        title="llamapipe",
+        version=__version__,
+        description="Chat, RAG with checkable citations and PAL over a local Llama.",
+        docs_url=None,  # the default page fetches Swagger UI from a CDN: ours is local
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _mount_swagger(app)
+    _pages(app, svc)
+    _errors(app)
+    app.add_middleware(Guard, token=token, loopback_only=loopback_only, max_body=max_body)
+    return app
+
+
+def _pages(app: FastAPI, svc: Services) -> None:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return render("app.html", version=__version__)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        return render("docs.html")
+
+    @app.get("/evals/", response_class=HTMLResponse, include_in_schema=False)
+    def history() -> str:
+        from evals.report import history_specs
+
+        specs = history_specs(svc.evals_dir, lambda run_id: f"/evals/runs/{run_id}")
+        return render("history.html", specs=specs, back="/")
+
+    @app.get("/evals/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def report(run_id: str) -> str:
+        path = api.known_run(svc, run_id) / "report.html"
+        if not path.exists():
+            raise HTTPException(404, f"run {run_id} has no report yet")
+        return path.read_text(encoding="utf-8")
+
+
+def _mount_swagger(app: FastAPI) -> None:
+    import swagger_ui_bundle
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
+
+
+STATUS = [  # the first that matches
+    (ModelMissingError, 503),
+    (ServerUnreachableError, 503),
+    (BackendError, 502),
+    (ContextOverflowError, 413),
+    (UsageError, 400),
+    (LlamapipeError, 500),
+]
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error as {error, hint}, with the hint the CLI would give."""
+
+    @app.exception_handler(LlamapipeError)
+    async def llamapipe_error(request: Request, exc: LlamapipeError) -> JSONResponse:
+        status = next(code for kind, code in STATUS if isinstance(exc, kind))
+        return JSONResponse({"error": exc.message, "hint": exc.hint or ""}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "hint": ""}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(
+            {"error": f"{where}: {first['msg']}" if where else first["msg"],
+             "hint": "see the request schemas at /docs"},
+            status_code=422,
+        )  # fmt: skip
