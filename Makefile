@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install lock demo test test-fast test-ollama test-openai bench lint clean
+.PHONY: install lock demo test test-fast test-ollama test-openai bench lint clean screenshots
 
 # The exact versions CI tested; `make install` installs these and nothing newer.
 # Upgrading is deliberate: `make lock` re-resolves from pyproject.toml's ranges, then runs the suite.
@@ -66,9 +66,15 @@ demo: install
 	$(DEMO_ENV) $(BIN)/llamapipe rag ask "Who published a reading of the hyangga in 1929?" --index .demo/index
 	@echo "== Eval: hyangga -> modern Korean, scored with chrF/BLEU/TER (report path printed at the end) =="
 	$(DEMO_ENV) $(BIN)/llamapipe eval run evals/specs/demo.yaml --out .demo/evals
+	@echo "== the web app: chat with these documents in a browser, click a citation to see it =="
+	@echo "   $(DEMO_ENV) $(BIN)/llamapipe serve --index .demo/index"
+	@echo "   then open http://127.0.0.1:8765/ (the HTTP API's page: /docs)"
 
 test: install
 	$(BIN)/pytest
+
+screenshots: install  # the README's pictures of the web page, from its browser tests
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/test_web_browser.py
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"

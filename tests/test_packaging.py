@@ -44,6 +44,8 @@ def test_wheel_holds_the_code_and_the_prompt_files(wheel: Path) -> None:
     assert "prompts/chat/default.jinja" in names
     repo_prompts = {str(p.relative_to(ROOT)) for p in (ROOT / "prompts").rglob("*.jinja")}
     assert repo_prompts <= names, "every prompt file ships in the wheel"
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "templates").iterdir() if p.is_file()}
+    assert {*pages, "web/static/app.js", "web/app.py"} <= names, "the web app and its pages"
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "llamapipe = cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -32,6 +32,8 @@ NOT_HERE = {
     "LLAMAPIPE_BACKEND=openai": "needs an OpenAI-compatible server (tests/test_openai.py)",
     "llamapipe pal run gsm8k_test.jsonl": "needs Ollama and the user's GSM8K file",
     "llamapipe eval report RUNS --compare RUN_A RUN_B": "placeholders for the user's runs",
+    "llamapipe serve": "serves until stopped (tests/test_web*.py start the app on loopback)",
+    "curl ": "needs `llamapipe serve` running (tests/test_web.py calls the same API)",
 }
 # Whose exit status is the model's answer: 1 is "no program succeeded" (documented).
 ANSWER_DEPENDS = ("llamapipe pal ask",)

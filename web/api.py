@@ -56,6 +56,7 @@ def health(svc: Svc) -> Health:
         ok=True,
         version=__version__,
         index=str(svc.index_path),
+        index_ready=(svc.index_path / "index.sqlite").exists(),
         model=None if backend is None else f"{backend.name}: {backend.model}",
         token_required=svc.token_required,
     )

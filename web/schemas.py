@@ -20,6 +20,7 @@ class Health(BaseModel):
     ok: bool
     version: str
     index: str
+    index_ready: bool  # an index exists there (else: `llamapipe rag ingest PATH --index DIR`)
     model: str | None  # None until the first call loads it
     token_required: bool
 

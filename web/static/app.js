@@ -296,8 +296,15 @@ window.addEventListener("DOMContentLoaded", () => {
   $("new-chat").addEventListener("click", newChat);
   $("viewer-close").addEventListener("click", () => document.body.classList.remove("viewing"));
   loadSessions().catch((problem) => showProblem($("messages"), problem));
-  loadSources();
-  call("GET", "/api/health").then((r) => r.json()).then((h) => {
-    $("model").textContent = h.model || "";
-  }).catch(() => {});
+  call("GET", "/api/health").then((r) => r.json()).then((health) => {
+    $("model").textContent = health.model || "";
+    if (health.index_ready) {
+      loadSources();
+    } else {
+      $("mode").value = "chat";
+      $("sources").replaceChildren(el("li", { class: "muted" },
+        `No index at ${health.index}: add documents with `,
+        el("code", {}, "llamapipe rag ingest PATH")));
+    }
+  }).catch((problem) => showProblem($("messages"), problem));
 });
