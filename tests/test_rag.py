@@ -86,6 +86,20 @@ def test_pdf_pages_are_kept(tmp_path: Path) -> None:
     assert doc.page_at(doc.text.index("Second")) == 2
 
 
+def test_a_citation_names_the_page_of_its_quote_not_of_its_chunk(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _pdf(docs / "minutes.pdf", ["The council met in spring.", "The bridge opened in 1931."])
+    (docs / "other.md").write_text("The council planned a road and a school.\n")
+    index = Index(tmp_path / "index")
+    index.ingest([str(docs)])
+    (chunk,) = [h.chunk for h in index.search("bridge opened", k=5)]
+    assert chunk.page == 1, "one chunk holds both pages"
+    rag = RAG(model=ScriptedChat(["The bridge opened in 1931 [1]."]), index=index)
+    (citation,) = rag.invoke("In which year was the bridge opened?").citations
+    assert citation.quote == "The bridge opened in 1931." and citation.page == 2
+
+
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [

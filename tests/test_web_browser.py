@@ -197,3 +197,22 @@ def test_markup_in_documents_names_and_answers_is_shown_as_text(
         assert "<b>Who</b>" in page.locator("#sessions").inner_text()
         screenshot(page, tmp_path, "web-markup-as-text")
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_a_pdf_citation_names_its_page(page: Any, settings: Settings, tmp_path: Path) -> None:
+    from tests.test_rag import _pdf
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _pdf(docs / "minutes.pdf", ["The council met in spring.", "The bridge opened in 1931."])
+    Index(settings.data_dir / "index").ingest([str(docs), str(CORPUS)])  # BM25 needs company
+    chat = ScriptedChat(lambda p: "The bridge opened in 1931 [1].")
+    with Served(create_app(settings, backend=backend_for(chat))) as served:
+        page.goto(served.url + "/")
+        box = ask(page, "In which year was the bridge opened?")
+        assert "p.2" in box.locator("ol.citations").inner_text()
+        box.locator(".text a.cite").first.click()
+        page.locator("#viewer #highlight").wait_for()
+        assert page.locator("#highlight").inner_text() == "The bridge opened in 1931."
+        assert "page 2" in page.locator("#viewer-where").inner_text()
+    assert page.problems == []  # type: ignore[attr-defined]

@@ -379,6 +379,17 @@ class Index:
             raise KeyError(source)
         return str(row[0])
 
+    def page_at(self, source: str, offset: int) -> int | None:
+        """The page (1-based) of a PDF's text that holds `offset`; None for other documents.
+        (A chunk may run across pages: a citation's page comes from its own offset.)"""
+        row = self._reader().execute(
+            "SELECT pages FROM documents WHERE source = ?", (source,)
+        ).fetchone()
+        for page in json.loads(row[0]) if row else []:
+            if page["start"] <= offset < page["end"]:
+                return int(page["number"])
+        return None
+
     def chunks(self, rows: list[int]) -> dict[int, Chunk]:
         if not rows:
             return {}

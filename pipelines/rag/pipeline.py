@@ -179,6 +179,9 @@ class RAG(StreamThenResult, RunnableSerializable[Any, RAGAnswer]):
                 yield text
         raw = "".join(parts).strip()
         checked = check(raw, passages, self.index.document_text, question)
+        for c in checked.citations:
+            if c.page is not None:  # the quote's own page, not its chunk's first
+                c.page = self.index.page_at(c.source, c.start) or c.page
         abstained = not checked.citations and (
             abstain_text.rstrip(".") in raw or any(a.rstrip(".") in raw for a in ABSTAIN.values())
         )
