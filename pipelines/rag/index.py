@@ -382,9 +382,11 @@ class Index:
     def page_at(self, source: str, offset: int) -> int | None:
         """The page (1-based) of a PDF's text that holds `offset`; None for other documents.
         (A chunk may run across pages: a citation's page comes from its own offset.)"""
-        row = self._reader().execute(
-            "SELECT pages FROM documents WHERE source = ?", (source,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT pages FROM documents WHERE source = ?", (source,))
+            .fetchone()
+        )
         for page in json.loads(row[0]) if row else []:
             if page["start"] <= offset < page["end"]:
                 return int(page["number"])
