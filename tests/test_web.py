@@ -347,3 +347,41 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None
         r = run_cli(capsys, "serve", "--port", str(port), "--backend", "embedded")
     assert r.code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "another --port" in r.stderr
+
+
+class CountingChat(ScriptedChat):
+    """A slow scripted model that counts the words it has been asked to stream."""
+
+    streamed: int = 0
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for chunk in super()._stream(*args, **kwargs):
+            self.streamed += 1
+            yield chunk
+
+
+@pytest.mark.web
+def test_a_client_that_leaves_stops_the_model_and_keeps_what_came(settings: Settings) -> None:
+    """The page's Stop button (or a closed tab) ends the request: the model is asked for no
+    more words, and the turn is saved as far as it got, marked stopped (as Ctrl-C in the REPL)."""
+    model = CountingChat(lambda p: " ".join(f"w{i}" for i in range(400)), chunk_delay=0.02)
+    with (
+        Served(create_app(settings, backend=backend_for(model))) as served,
+        httpx.Client(base_url=served.url, timeout=30) as client,
+    ):
+        with client.stream("POST", "/api/chat", json={"message": "talk"}) as streaming:
+            seen = 0
+            for line in streaming.iter_lines():
+                seen += line.startswith("event: token")
+                if seen == 5:
+                    break  # leaving: the response is closed here
+        for _ in range(200):  # the server notices at its next write
+            session = client.get("/api/sessions").json()
+            if session and session[0]["messages"] == 2:
+                break
+            time.sleep(0.05)
+        (info,) = session
+        saved = client.get(f"/api/sessions/{info['name']}").json()["messages"]
+    answer = saved[1]
+    assert answer["meta"]["stopped"] is True and answer["content"].startswith("w0 w1 w2 w3 w4")
+    assert model.streamed < 100, "the model went on after the client had gone"
