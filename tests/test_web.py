@@ -131,9 +131,10 @@ def test_a_model_error_mid_stream_is_an_error_event(settings: Settings, index: I
     app = create_app(settings, backend=backend_for(ScriptedChat(broken)))
     with TestClient(app, base_url=LOCAL) as c:
         got = events(c.post("/api/chat", json={"message": "hi"}).text)
-    assert got[-2] == ("error", {"error": "no Ollama at 127.0.0.1:11434",
-                                 "hint": "start it: ollama serve"})  # fmt: skip
-    assert got[-1][0] == "done"
+        assert got[-2] == ("error", {"error": "no Ollama at 127.0.0.1:11434",
+                                     "hint": "start it: ollama serve"})  # fmt: skip
+        assert got[-1][0] == "done"
+        assert c.get("/api/sessions").json() == [], "a failed first turn leaves no session"
 
 
 # -- sessions, sources, eval runs -------------------------------------------------------------

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from pipelines import __version__
+from pipelines.errors import LlamapipeError
 from web.schemas import (
     AskRequest,
     ChatRequest,
@@ -82,11 +83,20 @@ def chat(body: ChatRequest, svc: Svc) -> StreamingResponse:
 
     store = svc.store()
     index = svc.index() if body.rag else None  # before the stream: a missing index is a 400
-    name = store.open(body.session) if body.session else store.create()
     backend = svc.model()
+    fresh = not (body.session and store.exists(body.session))
+    name = store.open(body.session) if body.session else store.create()
 
     def events() -> Iterator[str]:
         yield event("session", {"session": name})
+        try:
+            yield from turn_events()
+        except LlamapipeError:
+            if fresh and not store.messages(name):
+                store.delete(name)  # a first turn that failed leaves no empty session
+            raise
+
+    def turn_events() -> Iterator[str]:
         turn = ChatTurn(session=name, message=body.message)
         if index is None:
             conversation: Any = Conversation(model=backend.chat, store=store)
