@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -222,7 +223,7 @@ def eval_runs(svc: Svc) -> EvalRuns:
             spec=r["spec"],
             finished=r["finished"],
             systems=r["systems"],
-            report=f"/evals/runs/{r['run_id']}",
+            report=f"/evals/runs/{quote(r['run_id'])}",
         )
         for r in reversed(load_history(svc.evals_dir))
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -88,7 +89,7 @@ def _pages(app: FastAPI, svc: Services) -> None:
     def history() -> str:
         from evals.report import history_specs
 
-        specs = history_specs(svc.evals_dir, lambda run_id: f"/evals/runs/{run_id}")
+        specs = history_specs(svc.evals_dir, lambda run_id: f"/evals/runs/{quote(run_id)}")
         return render("history.html", specs=specs, back="/")
 
     @app.get("/evals/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
