@@ -216,3 +216,20 @@ def test_a_pdf_citation_names_its_page(page: Any, settings: Settings, tmp_path: 
         assert page.locator("#highlight").inner_text() == "The bridge opened in 1931."
         assert "page 2" in page.locator("#viewer-where").inner_text()
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_the_api_page_renders_every_endpoint_offline(page: Any, settings: Settings) -> None:
+    """/docs: Swagger UI from local files under the page's CSP; no request leaves loopback."""
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(("http://127.0.0.1", "data:")) else outside.append(r.url),
+    )
+    with Served(create_app(settings, backend=backend_for(ScriptedChat([])))) as served:
+        page.goto(served.url + "/docs")
+        page.locator(".opblock").first.wait_for()
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert {"/api/chat", "/api/rag/ask", "/api/pal/ask", "/api/sources/text"} <= {
+            p.replace("\u200b", "") for p in paths
+        }
+    assert outside == [] and page.problems == []  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
-@router.get("/health")
+@router.get("/health", tags=["server"])
 def health(svc: Svc) -> Health:
     backend = svc.backend
     return Health(
@@ -67,7 +67,7 @@ def health(svc: Svc) -> Health:
 # -- pipelines --------------------------------------------------------------------------------
 
 
-@router.post("/chat", response_class=StreamingResponse, responses=STREAMED)
+@router.post("/chat", tags=["pipelines"], response_class=StreamingResponse, responses=STREAMED)
 def chat(body: ChatRequest, svc: Svc) -> StreamingResponse:
     """A chat turn in a saved session (a new one when none is named), answered from the
     indexed documents with `rag`. Events: `session` {session}; with `rag`, `question`
@@ -122,7 +122,7 @@ def chat(body: ChatRequest, svc: Svc) -> StreamingResponse:
     return stream_events(events)
 
 
-@router.post("/rag/ask", response_class=StreamingResponse, responses=STREAMED)
+@router.post("/rag/ask", tags=["pipelines"], response_class=StreamingResponse, responses=STREAMED)
 def rag_ask(body: AskRequest, svc: Svc) -> StreamingResponse:
     """An answer from the indexed documents. Events: `token`s, then `answer` (as `rag ask
     --json`: the checked answer, its citations with offsets into their sources, and the
@@ -143,7 +143,7 @@ def rag_ask(body: AskRequest, svc: Svc) -> StreamingResponse:
     return stream_events(events)
 
 
-@router.post("/pal/ask")
+@router.post("/pal/ask", tags=["pipelines"])
 def pal_ask(body: PALRequest, svc: Svc) -> PALAnswer:
     """The model writes a program, the sandbox runs it: the answer and the program (as `pal
     ask --json`). With `session`, the question and answer join that session."""
@@ -165,13 +165,13 @@ def pal_ask(body: PALRequest, svc: Svc) -> PALAnswer:
 # -- sessions ---------------------------------------------------------------------------------
 
 
-@router.get("/sessions")
+@router.get("/sessions", tags=["sessions"])
 def list_sessions(svc: Svc) -> list[SessionSummary]:
     """Saved sessions, most recently used first."""
     return [SessionSummary(**s.to_json()) for s in svc.store().sessions()]
 
 
-@router.get("/sessions/{name}", responses={404: {"model": Problem}})
+@router.get("/sessions/{name}", tags=["sessions"], responses={404: {"model": Problem}})
 def read_session(name: str, svc: Svc) -> SessionDetail:
     store = svc.store()
     if not store.exists(name):
@@ -180,7 +180,7 @@ def read_session(name: str, svc: Svc) -> SessionDetail:
     return SessionDetail(name=name, system=store.system(name), messages=messages)
 
 
-@router.delete("/sessions/{name}", responses={404: {"model": Problem}})
+@router.delete("/sessions/{name}", tags=["sessions"], responses={404: {"model": Problem}})
 def delete_session(name: str, svc: Svc) -> Deleted:
     store = svc.store()
     if not store.exists(name):
@@ -191,14 +191,14 @@ def delete_session(name: str, svc: Svc) -> Deleted:
 # -- sources ----------------------------------------------------------------------------------
 
 
-@router.get("/sources")
+@router.get("/sources", tags=["documents"])
 def list_sources(svc: Svc) -> SourceList:
     """The indexed documents."""
     index = svc.index()
     return SourceList(index=str(index.path), sources=[SourceInfo(**r) for r in index.sources()])
 
 
-@router.get("/sources/text", responses={404: {"model": Problem}})
+@router.get("/sources/text", tags=["documents"], responses={404: {"model": Problem}})
 def source_text(source: Annotated[str, Query(max_length=4096)], svc: Svc) -> SourceText:
     """The text of one indexed document, as the index holds it (what citations' offsets
     point into). Only indexed documents are served: the name is looked up, never opened."""
@@ -212,7 +212,7 @@ def source_text(source: Annotated[str, Query(max_length=4096)], svc: Svc) -> Sou
 # -- eval runs --------------------------------------------------------------------------------
 
 
-@router.get("/evals/runs")
+@router.get("/evals/runs", tags=["evals"])
 def eval_runs(svc: Svc) -> EvalRuns:
     """Finished eval runs in <data_dir>/evals, newest first, each with its report's URL."""
     from evals.history import load_history
@@ -230,7 +230,7 @@ def eval_runs(svc: Svc) -> EvalRuns:
     return EvalRuns(runs=runs)
 
 
-@router.get("/evals/runs/{run_id}", responses={404: {"model": Problem}})
+@router.get("/evals/runs/{run_id}", tags=["evals"], responses={404: {"model": Problem}})
 def eval_run(run_id: str, svc: Svc) -> dict[str, Any]:
     """One run's summary (its `summary.json`)."""
     path = known_run(svc, run_id) / "summary.json"

@@ -101,9 +101,12 @@ def _pages(app: FastAPI, svc: Services) -> None:
 
 
 def _mount_swagger(app: FastAPI) -> None:
-    import swagger_ui_bundle
+    """Swagger UI's files as fastapi-offline ships them (a recent Swagger UI 5, which reads
+    OpenAPI 3.1); its page is ours (templates/docs.html), with no inline script."""
+    import fastapi_offline
 
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
 
 STATUS = [  # the first that matches
