@@ -13,6 +13,7 @@ from commands import common
 from commands.common import announce, err, out, with_model_flags
 from commands.rag import IndexFlag
 from pipelines.errors import UsageError
+from pipelines.rag import Index
 from pipelines.settings import Settings
 
 
@@ -63,7 +64,7 @@ def serve(
         )
     _check_port_free(host, port)
     where = (index or settings.data_dir / "index").expanduser()
-    if not (where / "index.sqlite").exists():
+    if not Index.exists_at(where):
         err.print(
             f"[yellow]no index at {where}[/yellow]: chat and PAL work; for documents run "
             f"`llamapipe rag ingest PATH --index {where}`",

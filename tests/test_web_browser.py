@@ -220,11 +220,9 @@ def test_a_pdf_citation_names_its_page(page: Any, settings: Settings, tmp_path: 
 
 def test_the_api_page_renders_every_endpoint_offline(page: Any, settings: Settings) -> None:
     """/docs: Swagger UI from local files under the page's CSP; no request leaves loopback."""
+    local = ("http://127.0.0.1", "data:")
     outside: list[str] = []
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(("http://127.0.0.1", "data:")) else outside.append(r.url),
-    )
+    page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
     with Served(create_app(settings, backend=backend_for(ScriptedChat([])))) as served:
         page.goto(served.url + "/docs")
         page.locator(".opblock").first.wait_for()

@@ -58,7 +58,7 @@ def health(svc: Svc) -> Health:
         ok=True,
         version=__version__,
         index=str(svc.index_path),
-        index_ready=(svc.index_path / "index.sqlite").exists(),
+        index_ready=svc.index_ready,
         model=None if backend is None else f"{backend.name}: {backend.model}",
         token_required=svc.token_required,
     )
@@ -202,11 +202,11 @@ def list_sources(svc: Svc) -> SourceList:
 def source_text(source: Annotated[str, Query(max_length=4096)], svc: Svc) -> SourceText:
     """The text of one indexed document, as the index holds it (what citations' offsets
     point into). Only indexed documents are served: the name is looked up, never opened."""
-    index = svc.index()
-    kinds = {r["source"]: r["kind"] for r in index.sources()}
-    if source not in kinds:
-        raise HTTPException(404, f"{source!r} is not an indexed document")
-    return SourceText(source=source, kind=kinds[source], text=index.document_text(source))
+    try:
+        kind, text = svc.index().document(source)
+    except KeyError:
+        raise HTTPException(404, f"{source!r} is not an indexed document") from None
+    return SourceText(source=source, kind=kind, text=text)
 
 
 # -- eval runs --------------------------------------------------------------------------------

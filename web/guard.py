@@ -67,20 +67,17 @@ class Guard:
                               "send Authorization: Bearer TOKEN")  # fmt: skip
                 return
             set_cookie = from_query
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+        declared = headers.get("content-length", "0")
+        fits = declared.isdigit() and int(declared) <= self.max_body
+        if fits and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            # Read the (small) body here, counting, so an endless one is refused before any
+            # route parses it; the route then reads it from memory.
+            body, fits = await _read_body(receive, self.max_body)
+            receive = _replay(body, receive)
+        if not fits:
             await _refuse(send, 413, f"the request body is over {self.max_body} bytes",
                           "send less text at once")  # fmt: skip
             return
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            # Read the (small) body here, counting, so an endless one is refused before any
-            # route parses it; the route then reads it from memory.
-            body, ok = await _read_body(receive, self.max_body)
-            if not ok:
-                await _refuse(send, 413, f"the request body is over {self.max_body} bytes",
-                              "send less text at once")  # fmt: skip
-                return
-            receive = _replay(body, receive)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

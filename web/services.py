@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UsageError
 from pipelines.settings import Settings
 
 
@@ -39,18 +38,19 @@ class Services:
             return self.backend
 
     def index(self) -> Any:
-        """The index, opened once; an error that says how to make one when there is none."""
+        """The index, opened once; until there is one, the error that says how to make it."""
         with self._lock:
             if self._index is None:
                 from pipelines.rag.opening import open_index
 
-                if not (self.index_path / "index.sqlite").exists():
-                    raise UsageError(
-                        f"no index at {self.index_path}",
-                        hint=f"add documents: llamapipe rag ingest PATH --index {self.index_path}",
-                    )
                 self._index, _ = open_index(self.settings, self.index_path, dense=True)
             return self._index
+
+    @property
+    def index_ready(self) -> bool:
+        from pipelines.rag import Index
+
+        return Index.exists_at(self.index_path)
 
     def store(self) -> Any:
         with self._lock:

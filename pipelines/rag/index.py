@@ -170,7 +170,7 @@ class Index:
                 f"{self.path} is a file, not an index folder",
                 hint="pass the folder `rag ingest --index` made, or a new folder name",
             )
-        if not create and not (self.path / "index.sqlite").exists():
+        if not create and not self.exists_at(self.path):
             raise UsageError(
                 f"no index at {self.path}",
                 hint=f"make one: llamapipe rag ingest PATH... --index {self.path}",
@@ -372,12 +372,23 @@ class Index:
         keys = ("source", "kind", "size", "sha256", "ingested_at", "chunks")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    def document_text(self, source: str) -> str:
+    @staticmethod
+    def exists_at(path: str | Path) -> bool:
+        """Whether `path` holds an index (what readers need before opening one)."""
+        return (Path(path).expanduser() / "index.sqlite").exists()
+
+    def document(self, source: str) -> tuple[str, str]:
+        """(kind, text) of an indexed document; KeyError for any other name."""
         with self._connect() as db:
-            row = db.execute("SELECT text FROM documents WHERE source = ?", (source,)).fetchone()
+            row = db.execute(
+                "SELECT kind, text FROM documents WHERE source = ?", (source,)
+            ).fetchone()
         if row is None:
             raise KeyError(source)
-        return str(row[0])
+        return str(row[0]), str(row[1])
+
+    def document_text(self, source: str) -> str:
+        return self.document(source)[1]
 
     def page_at(self, source: str, offset: int) -> int | None:
         """The page (1-based) of a PDF's text that holds `offset`; None for other documents.
