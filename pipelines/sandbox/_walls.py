@@ -77,35 +77,50 @@ def drop_root() -> None:
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def enter_namespaces(flags: int = NAMESPACES) -> None:
-    """New user, pid, network, mount, IPC, UTS and cgroup namespaces for this process
-    (or those of `flags`).
+def enter_namespaces(flags: int, proc: int) -> None:
+    """New namespaces of `flags` for this process (`proc`: a descriptor of the host's /proc,
+    since the private root has none; the id maps of a new user namespace are written there).
 
-    Inside, the process keeps its own (unprivileged) uid and gid; the next fork is pid 1 of
-    a pid namespace that holds nothing else, and the network namespace has only a
-    loopback interface that is down.
+    Inside, the process keeps its own (unprivileged) uid and gid; after CLONE_NEWPID the
+    next fork is pid 1 of a pid namespace that holds nothing else, and a new network
+    namespace has only a loopback interface that is down.
     """
     uid, gid = os.geteuid(), os.getegid()
     if libc.unshare(flags) != 0:
+        code = ctypes.get_errno()
         hint = ""
-        if ctypes.get_errno() in (errno.EPERM, errno.ENOSPC, errno.EACCES):
+        if code in (errno.EPERM, errno.ENOSPC, errno.EACCES) and flags & CLONE_NEWUSER:
             hint = (
                 " (unprivileged user namespaces are disabled: see sysctl "
                 "user.max_user_namespaces, kernel.unprivileged_userns_clone or "
                 "kernel.apparmor_restrict_unprivileged_userns)"
             )
-        raise WallError("namespaces", f"unshare failed: {os.strerror(ctypes.get_errno())}{hint}")
+        raise WallError(
+            "namespaces",
+            f"unshare({_flag_names(flags)}) failed: {os.strerror(code)} (errno {code}){hint}",
+        )
     if not flags & CLONE_NEWUSER:
         return
-    try:
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
-    except OSError as exc:
-        raise WallError("namespaces", f"writing the id maps failed: {exc.strerror}") from exc
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        try:
+            fd = os.open(f"self/{name}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise WallError("namespaces", f"writing /proc/self/{name} failed: {exc}") from exc
+
+
+_FLAG_NAMES = {
+    CLONE_NEWUSER: "USER", CLONE_NEWPID: "PID", CLONE_NEWNET: "NET", CLONE_NEWNS: "NS",
+    CLONE_NEWIPC: "IPC", CLONE_NEWUTS: "UTS", CLONE_NEWCGROUP: "CGROUP",
+}  # fmt: skip
+
+
+def _flag_names(flags: int) -> str:
+    return "|".join(f"CLONE_NEW{n}" for bit, n in _FLAG_NAMES.items() if flags & bit)
 
 
 def pid_namespace_for_next_fork() -> None:

@@ -4,15 +4,16 @@ Started by the host as `python -I -S -X utf8 _worker.py CONFIG_JSON` with stdin,
 stderr and one more pipe (the result fd) as pipes; standard library only. It
 
 1. imports the allowed modules (so the program's imports need no file access later),
-2. drops root, enters new user/pid/net/mount/ipc/uts/cgroup namespaces and forks: the
+2. moves into a private root that holds only the Python runtime, read-only (_root.py),
+3. drops root, enters new user/pid/net/mount/ipc/uts/cgroup namespaces and forks: the
    child is pid 1 of an empty pid namespace, the parent only waits for it,
-3. mounts a size-capped tmpfs on /tmp as the scratch dir, sets rlimits, drops every
-   capability, sets no_new_privs, applies Landlock (read the runtime, write scratch, no
-   TCP, no signals out) and a seccomp filter (no sockets, processes, exec, mounts, ...),
-4. adds Python-level layers (audit hook, import allowlist) as defence in depth,
-5. writes b"R" on the result fd (with the walls on, the outside half first writes b"P" and
+4. mounts a size-capped tmpfs on /tmp as the scratch dir, drops every capability, sets
+   no_new_privs, applies Landlock (read the view, write scratch, no TCP, no signals out),
+   rlimits, and a seccomp filter (no sockets, processes, exec, mounts, ...),
+5. adds Python-level layers (audit hook, import allowlist) as defence in depth,
+6. writes b"R" on the result fd (with the walls on, the outside half first writes b"P" and
    the child's pid, ten digits: the process the host stops) and waits for the program on stdin,
-6. runs it as a fresh `__main__`, calls `solution()` if defined, and writes one JSON
+7. runs it as a fresh `__main__`, calls `solution()` if defined, and writes one JSON
    document on the result fd, made here inside the walls; then exits.
 
 On a setup failure it writes b"E" and a JSON {"wall", "detail"} on the result fd and exits 3.
@@ -34,6 +35,7 @@ import traceback
 from typing import Any
 
 PROGRAM = "<program>"
+MAX_FD = 1 << 20  # above any descriptor held (RLIMIT_NOFILE's usual hard cap)
 RESULT_FD = -1  # set from the config: the pipe the host reads the result from
 # Freed before describing an error or reporting, so a MemoryError can still be reported.
 # Address space only (RLIMIT_AS is the memory wall): never touched, so a fork copies and an
@@ -47,6 +49,7 @@ def main() -> None:
     RESULT_FD = cfg["result_fd"]
     sys.path[:0] = cfg["sys_path"]
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _root
     import _walls
 
     sys.path.pop(0)
@@ -56,7 +59,7 @@ def main() -> None:
             with contextlib.suppress(ImportError):
                 __import__(name)
         if cfg["walls"]:
-            build_walls(_walls, cfg)
+            build_walls(_walls, _root, cfg)
         else:  # unsafe, asked for by name: no OS walls, but still never root
             _walls.drop_root()
             _walls.die_with_parent(signal.SIGKILL)
@@ -82,27 +85,23 @@ def serve(cfg: dict) -> None:
     _finish(report, cfg)
 
 
-def enter_run_walls(_walls: Any, cfg: dict, rules: Any, seccomp_filter: bytes) -> None:
+def enter_run_walls(_walls: Any, cfg: dict, proc: int, rules: Any, seccomp_filter: bytes) -> None:
     """A fork server's child, pid 1 of its own pid namespace, walls itself in for one run:
     its own user, mount and IPC namespaces, a scratch tmpfs, rlimits, no capabilities, the
     Landlock rules and seccomp filter the server built once."""
     global RESULT_FD
     RESULT_FD = cfg["result_fd"]
     cfg["processes_besides"] = 1
-    _walls.enter_namespaces(_walls.RUN_NAMESPACES)
+    _walls.enter_namespaces(_walls.RUN_NAMESPACES, proc)
+    os.close(proc)
     _walls.die_with_parent(signal.SIGKILL)  # the server goes: so does this run
-    _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
-    os.chdir("/tmp")
-    set_rlimits(cfg)
-    _walls.drop_capabilities()
-    rules.restrict(["/tmp", "/dev/null"])
-    rules.close()
-    _walls.install_seccomp(seccomp_filter)
+    _finish_walls(_walls, cfg, rules, seccomp_filter)
 
 
-def build_walls(_walls: Any, cfg: dict) -> None:
+def build_walls(_walls: Any, _root: Any, cfg: dict) -> None:
+    proc = _root.enter_private_root(cfg["readable"], cfg["hidden"])
     _walls.drop_root()
-    _walls.enter_namespaces()
+    _walls.enter_namespaces(_walls.NAMESPACES, proc)
     # After the credential changes above, which would clear it: die with the host thread
     # that started this worker, so no worker outlives its host.
     _walls.die_with_parent(signal.SIGKILL)
@@ -116,27 +115,40 @@ def build_walls(_walls: Any, cfg: dict) -> None:
         supervise(child)  # closes `release`: the child goes on
     # pid 1 of the new pid namespace from here on; wait until the host knows our pid, so
     # its "P" always comes before our "R".
+    os.close(proc)
     os.close(release)
     os.read(gate, 1)
     os.close(gate)
     _walls.die_with_parent(signal.SIGKILL)
+    rules = _walls.LandlockRules(["/"])  # the private root: nothing but the runtime
+    _finish_walls(_walls, cfg, rules, _walls.seccomp_filter())
+
+
+def _finish_walls(_walls: Any, cfg: dict, rules: Any, seccomp_filter: bytes) -> None:
+    """The walls every run enters for itself, in its own mount namespace: a scratch tmpfs,
+    no capabilities, Landlock, rlimits, seccomp.
+
+    The rlimits come after Landlock has taken its descriptors and they are closed, so the
+    program's descriptor cap counts only what the program itself holds."""
     _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
     os.chdir("/tmp")
-    set_rlimits(cfg)
     _walls.drop_capabilities()
-    _walls.landlock(readable=cfg["readable"], writable=["/tmp", "/dev/null"])
-    _walls.seccomp()
+    rules.restrict(["/tmp", "/dev/null"])
+    rules.close()
+    set_rlimits(cfg)
+    _walls.install_seccomp(seccomp_filter)
 
 
 def supervise(child: int) -> None:
     """The namespace's outside half: hold nothing open, wait, pass on how the child ended."""
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.close(int(fd))
+    os.closerange(0, MAX_FD)  # one close_range(2): there is no /proc to list them from
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         os._exit(128 + os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status))
+
+
+OPEN_FILES = 64  # descriptors a program may hold, its three standard streams and report included
 
 
 def set_rlimits(cfg: dict) -> None:
@@ -145,7 +157,7 @@ def set_rlimits(cfg: dict) -> None:
         resource.RLIMIT_AS: cfg["memory_bytes"],
         resource.RLIMIT_CPU: cpu,
         resource.RLIMIT_FSIZE: cfg["scratch_bytes"],
-        resource.RLIMIT_NOFILE: 64,
+        resource.RLIMIT_NOFILE: OPEN_FILES,
         resource.RLIMIT_CORE: 0,
         # Counted per user namespace: this process, and a worker's waiting parent, which
         # shares it (a fork server's child has a user namespace of its own).

@@ -21,9 +21,12 @@ When the control socket closes (the host closed the sandbox, exited or died), th
 kills and reaps every child and exits; it also dies with the host thread that started it
 (PR_SET_PDEATHSIG), and its children die with it. Setup failures: b"E" + {"wall", "detail"}.
 
-Landlock rules name files by open descriptors: the zygote opens the readable paths once and
-each child makes its own ruleset from them plus its scratch tmpfs (a rule on /tmp would not
-cover a tmpfs mounted over it, and the tmpfs exists only in the child's mount namespace).
+Before all that, as the caller, it moves into a private root that holds only the Python
+runtime, read-only (_root.py); the children inherit it. The host's /proc is not in it: the
+zygote keeps one descriptor of it, through which each child writes its user namespace's id
+maps before closing it. Landlock rules name files by open descriptors: the zygote opens the
+private root once and each child makes its own ruleset from it plus its scratch tmpfs (which
+exists only in the child's mount namespace).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     control = socket.socket(fileno=cfg["control_fd"])
     sys.path[:0] = cfg["sys_path"]
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _root
     import _walls
     import _worker
 
@@ -56,10 +60,11 @@ def main() -> None:
         for name in cfg["preload"]:
             with contextlib.suppress(ImportError):
                 __import__(name)
+        proc = _root.enter_private_root(cfg["readable"], cfg["hidden"])
         _walls.drop_root()
         # After the credential change above, which would clear it.
         _walls.die_with_parent(signal.SIGKILL)
-        _walls.enter_namespaces(_walls.SHARED_NAMESPACES | _walls.CLONE_NEWPID)
+        _walls.enter_namespaces(_walls.SHARED_NAMESPACES | _walls.CLONE_NEWPID, proc)
         zygote = os.fork()
         if zygote:
             # The outside half: waits for the zygote and passes on how it ended, so the host
@@ -69,15 +74,15 @@ def main() -> None:
         # one for each run's fork and come back (setns), and when it dies, the kernel kills
         # every run still inside.
         _walls.die_with_parent(signal.SIGKILL)
-        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        own_pid_ns = os.open("self/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
         _worker.prepare_python_layers(cfg)
-        rules = _walls.LandlockRules(cfg["readable"])
+        rules = _walls.LandlockRules(["/"])  # the private root: nothing but the runtime
         seccomp_filter = _walls.seccomp_filter()
     except _walls.WallError as exc:
         control.send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
         os._exit(3)
     control.send(b"R")
-    Zygote(control, cfg, own_pid_ns, rules, seccomp_filter, _walls, _worker).serve()
+    Zygote(control, cfg, proc, own_pid_ns, rules, seccomp_filter, _walls, _worker).serve()
 
 
 class Zygote:
@@ -85,6 +90,7 @@ class Zygote:
         self,
         control: socket.socket,
         cfg: dict,
+        proc: int,
         own_pid_ns: int,
         rules: object,
         seccomp_filter: bytes,
@@ -93,6 +99,7 @@ class Zygote:
     ) -> None:
         self.control = control
         self.cfg = cfg
+        self.proc = proc  # the host's /proc: where each run writes its user namespace's maps
         self.own_pid_ns = own_pid_ns
         self.rules = rules
         self.seccomp_filter = seccomp_filter
@@ -164,11 +171,11 @@ class Zygote:
                 os.dup2(fd, target)
             cfg = dict(self.cfg)
             cfg["result_fd"] = os.dup(result)
-            keep = sorted({0, 1, 2, cfg["result_fd"], *self.rules.fds})  # type: ignore[attr-defined]
+            keep = sorted({0, 1, 2, cfg["result_fd"], self.proc, *self.rules.fds})  # type: ignore[attr-defined]
             for low, high in zip(keep, [*keep[1:], MAX_FD], strict=True):
                 os.closerange(low + 1, high)  # one close_range(2) per gap
             self.worker.enter_run_walls(  # type: ignore[attr-defined]
-                self.walls, cfg, self.rules, self.seccomp_filter
+                self.walls, cfg, self.proc, self.rules, self.seccomp_filter
             )
         except BaseException as exc:
             detail = {"wall": getattr(exc, "wall", "setup"), "detail": str(exc)[:500]}

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pipelines.errors import LlamapipeError, UnsupportedSystemError
 from pipelines.sandbox.limits import ALLOW_SETTING, Limits
 from pipelines.sandbox.result import ErrorInfo, Killed, SandboxResult
-from pipelines.sandbox.runtime import readable_paths, sys_path_for
+from pipelines.sandbox.runtime import hidden_paths, readable_paths, sys_path_for
 
 WORKER = Path(__file__).with_name("_worker.py")
 UNPRIVILEGED_UID = 65534  # as in _walls: what a root caller's programs run as
@@ -72,6 +72,7 @@ def worker_config(limits: Limits, *, walls: bool, python_layers: bool) -> dict[s
         "internal_modules": list(PRELOAD),
         "sys_path": sys_path_for(limits.extra_modules),
         "readable": readable_paths(limits.extra_modules),
+        "hidden": hidden_paths(),
         "no_open": False,
         "python_layers": python_layers,
         "result_bytes": limits.result_kb << 10,

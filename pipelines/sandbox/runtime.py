@@ -1,8 +1,10 @@
-"""Which files a sandboxed program may read: the Python runtime, nothing of the user's.
+"""What a sandboxed program sees: the Python runtime, nothing of the user's.
 
-The standard library (without its site-packages), the system's shared libraries and time
-zone data, and the package dirs of modules the caller explicitly allowed. Python may live
-under the user's home (pyenv, a venv): only its runtime dirs are granted, never the home.
+The standard library (without third-party package dirs inside it), the system's shared
+libraries and time zone data, three devices, and the package dirs of modules the caller
+explicitly allowed. Python may live under the user's home (pyenv, a venv): only its runtime
+dirs are in view, never the home. `_root.enter_private_root` binds these, read-only, into
+an empty root of the program's own.
 """
 
 from __future__ import annotations
@@ -14,20 +16,30 @@ from pathlib import Path
 
 SYSTEM_READABLE = (
     "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/zoneinfo", "/etc/localtime",
-    "/dev/urandom", "/dev/zero",
+    "/dev/null", "/dev/zero", "/dev/urandom",
 )  # fmt: skip
-_PACKAGE_DIRS = {"site-packages", "dist-packages"}
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
 
 
-def stdlib_entries() -> list[str]:
-    """Everything in the stdlib dir(s) except third-party package dirs inside them."""
-    out: list[str] = []
-    for key in ("stdlib", "platstdlib"):
-        root = Path(sysconfig.get_path(key))
-        if not root.is_dir():
-            continue
-        out += [str(p) for p in sorted(root.iterdir()) if p.name not in _PACKAGE_DIRS]
-    return list(dict.fromkeys(out))
+def stdlib_roots() -> list[str]:
+    """The standard library's dir(s); not a venv's lib dir, which holds only site-packages."""
+    roots = [sysconfig.get_path(key) for key in ("stdlib", "platstdlib")]
+    return [
+        root
+        for root in dict.fromkeys(r for r in roots if r and os.path.isdir(r))
+        if any(entry.name not in _PACKAGE_DIRS for entry in os.scandir(root))
+    ]
+
+
+def hidden_paths() -> list[str]:
+    """Third-party package dirs inside the standard library's dir (pyenv and python.org
+    builds keep site-packages there): covered, so only allowed modules are in view."""
+    return [
+        str(Path(root) / name)
+        for root in stdlib_roots()
+        for name in _PACKAGE_DIRS
+        if (Path(root) / name).is_dir()
+    ]
 
 
 def _module_location(name: str) -> tuple[str, str] | None:
@@ -45,7 +57,7 @@ def _module_location(name: str) -> tuple[str, str] | None:
 
 
 def readable_paths(extra_modules: tuple[str, ...] = ()) -> list[str]:
-    paths = [*stdlib_entries(), *SYSTEM_READABLE]
+    paths = [*stdlib_roots(), *SYSTEM_READABLE]
     for name in extra_modules:
         where = _module_location(name)
         if where:
@@ -56,11 +68,16 @@ def readable_paths(extra_modules: tuple[str, ...] = ()) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
 def sys_path_for(extra_modules: tuple[str, ...] = ()) -> list[str]:
     """sys.path entries the worker needs (the worker runs with -I -S: stdlib only)."""
+    roots = stdlib_roots()
     entries = []
     for name in extra_modules:
         where = _module_location(name)
-        if where and not where[1].startswith(tuple(stdlib_entries())):
+        if where and not (_inside(where[1], roots) and where[1] not in hidden_paths()):
             entries.append(where[1])
     return list(dict.fromkeys(entries))

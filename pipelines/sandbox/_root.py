@@ -1,0 +1,193 @@
+"""The private root: a run sees only the Python runtime, bound read-only into an empty tmpfs.
+
+Standard library only, like `_walls` (the worker and the zygote load both before they wall
+themselves in). Built once per zygote, or once per fresh worker, before anything else:
+
+1. a mount namespace of its own: as root, directly (real root can still read a Python that
+   lives under a home nobody else may enter, such as /root/.pyenv); otherwise inside a new
+   user namespace that maps the caller's uid to itself;
+2. an empty tmpfs; every readable path is bound into it at its own absolute path, read-only,
+   nosuid, nodev (symlinks on the way are made again, so the paths Python knows stay
+   valid); package dirs inside the standard library (pyenv's site-packages) are covered by
+   an empty tmpfs; /dev/null, /dev/zero and /dev/urandom are bound as the only devices;
+3. everything made read-only, then `pivot_root` into it and the old root detached.
+
+Afterwards no host path outside the view can be opened, stat'ed or listed, and there is no
+/proc: the caller keeps a descriptor of the host's /proc (returned) for the few writes the
+namespaces need (uid_map), and closes it before any program runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+try:  # loaded as part of the package (the host's `sandbox check`), or top-level (the worker)
+    from . import _walls
+except ImportError:
+    import _walls  # type: ignore[no-redef]
+
+libc = _walls.libc
+libc.umount2.restype = ctypes.c_int
+
+WALL = "private root"
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MNT_DETACH = 2
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 1, 2, 4, 8
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+READ_ONLY = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+STAGE = "/tmp"  # where the new root is put together, in this mount namespace only
+
+
+def _fail(what: str) -> _walls.WallError:
+    return _walls._fail(WALL, what)
+
+
+def enter_private_root(readable: list[str], hidden: list[str]) -> int:
+    """Build the view and move into it; return an O_PATH descriptor of the host's /proc.
+
+    `readable`: paths bound read-only at their own place; `hidden`: dirs inside those
+    covered by an empty tmpfs. Must run before the process has threads.
+    """
+    proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _own_mount_namespace(proc)
+        old_umask = os.umask(0o022)  # whatever the caller's umask, `nobody` may traverse
+        try:
+            _build(readable, hidden)
+        finally:
+            os.umask(old_umask)
+        _pivot()
+    except BaseException:
+        os.close(proc)
+        raise
+    return proc
+
+
+def _own_mount_namespace(proc: int) -> None:
+    # Real root needs no user namespace for this, and keeps the right to read a Python that
+    # only root may reach; anyone else gets a user namespace that owns the mount namespace.
+    flags = _walls.CLONE_NEWNS
+    if os.geteuid() != 0:
+        flags |= _walls.CLONE_NEWUSER
+    _walls.enter_namespaces(flags, proc)
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise _fail("making / private")
+
+
+def _chain(path: str) -> tuple[list[tuple[str, str]], str]:
+    """The symlinks met on the way to `path` (each as link, target) and its real path."""
+    links: list[tuple[str, str]] = []
+    done, todo = "/", _parts(path)
+    while todo:
+        candidate = os.path.join(done, todo.pop(0))
+        if not os.path.islink(candidate):
+            done = candidate
+            continue
+        if len(links) == 40:  # the kernel's own limit on links in one lookup
+            raise _walls.WallError(WALL, f"too many symbolic links on the way to {path}")
+        target = os.readlink(candidate)
+        links.append((candidate, target))
+        todo = _parts(os.path.join(done, target)) + todo  # an absolute target resets `done`
+        done = "/"
+    return links, done
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in os.path.normpath(path).split("/") if p]
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _plan(readable: list[str], hidden: list[str]) -> list[tuple[str, str]]:
+    """The mounts and links to make, in order: ("bind", real path), ("hide", dir) or
+    ("link", "path\\0target"). A path inside a bound tree needs nothing of its own."""
+    wanted: dict[str, str] = {}
+    links: dict[str, str] = {}
+    for path in readable:
+        if not os.path.lexists(path):
+            continue
+        chain, real = _chain(path)
+        links.update(chain)
+        if os.path.exists(real):
+            wanted.setdefault(real, "dev" if real in DEVICES else "bind")
+    for path in hidden:
+        if os.path.isdir(path):
+            wanted[os.path.realpath(path)] = "hide"
+    ops: list[tuple[str, str]] = []
+    made: list[tuple[str, str]] = []  # (path, kind) of what is mounted so far
+    for path in sorted(wanted, key=lambda p: p.split("/")):
+        kind = wanted[path]
+        inner = [k for top, k in made if _under(path, top)]
+        if inner and inner[-1] in ("bind", "dev") and kind != "hide":
+            continue  # already in view through its parent
+        if kind == "hide" and not (inner and inner[-1] == "bind"):
+            continue  # nothing bound there to hide
+        made.append((path, kind))
+        ops.append((kind, path))
+    for link, target in links.items():
+        inner = [k for top, k in made if _under(link, top) and top != link]
+        if not inner:
+            ops.append(("link", f"{link}\0{target}"))
+    return ops
+
+
+def _build(readable: list[str], hidden: list[str]) -> None:
+    if libc.mount(b"tmpfs", STAGE.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                  b"size=1m,nr_inodes=4096,mode=0755") != 0:  # fmt: skip
+        raise _fail(f"mounting the new root's tmpfs on {STAGE}")
+    tmpfs = [STAGE]
+    for kind, what in _plan(readable, hidden):
+        if kind == "link":
+            link, target = what.split("\0")
+            staged = STAGE + link
+            os.makedirs(os.path.dirname(staged), exist_ok=True)
+            if not os.path.lexists(staged):
+                os.symlink(target, staged)
+            continue
+        staged = STAGE + what
+        if kind == "hide":
+            if libc.mount(b"tmpfs", staged.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                          b"size=64k,nr_inodes=256,mode=0755") != 0:  # fmt: skip
+                raise _fail(f"covering {what}")
+            tmpfs.append(staged)
+            continue
+        _mountpoint(staged, is_dir=os.path.isdir(what))
+        if libc.mount(what.encode(), staged.encode(), None, MS_BIND | MS_REC, None) != 0:
+            raise _fail(f"binding {what}")
+        attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC if kind == "dev" else READ_ONLY
+        if what == "/dev/zero" or what == "/dev/urandom":
+            attrs |= MOUNT_ATTR_RDONLY
+        _set_attrs(staged, attrs, recursive=True)
+    os.makedirs(STAGE + "/tmp", mode=0o755, exist_ok=True)  # each run's scratch goes here
+    for path in reversed(tmpfs):
+        _set_attrs(path, READ_ONLY, recursive=False)
+
+
+def _mountpoint(path: str, *, is_dir: bool) -> None:
+    os.makedirs(path if is_dir else os.path.dirname(path), exist_ok=True)
+    if not is_dir and not os.path.exists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def _set_attrs(path: str, attrs: int, *, recursive: bool) -> None:
+    attr = struct.pack("QQQQ", attrs, 0, 0, 0)  # struct mount_attr: set, clear, propagation, userns
+    flags = AT_RECURSIVE if recursive else 0
+    nr = _walls._nr("mount_setattr")
+    if libc.syscall(nr, AT_FDCWD, path.encode(), flags, attr, len(attr)) != 0:
+        raise _fail(f"mount_setattr({path})")
+
+
+def _pivot() -> None:
+    os.chdir(STAGE)
+    # pivot_root(".", "."): the old root ends up on top of the new one, then goes.
+    if libc.syscall(_walls._nr("pivot_root"), b".", b".") != 0:
+        raise _fail("pivot_root")
+    if libc.umount2(b".", MNT_DETACH) != 0:
+        raise _fail("detaching the old root")
+    os.chdir("/")
