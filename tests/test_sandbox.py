@@ -199,7 +199,11 @@ def test_missing_walls_are_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(SandboxUnavailableError, match="Landlock") as info:
         Sandbox().start()
     assert info.value.exit_code == 3
-    assert "--isolation unsafe" in (info.value.hint or "")
+    hint = info.value.hint or ""
+    # The next steps it names exist: the check command, and a setting every front end reads.
+    assert "llamapipe sandbox check" in hint and "LLAMAPIPE_SANDBOX_ISOLATION=unsafe" in hint
+    monkeypatch.setenv("LLAMAPIPE_SANDBOX_ISOLATION", "unsafe")
+    assert load_settings().sandbox_isolation == "unsafe"
 
 
 def test_not_linux_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

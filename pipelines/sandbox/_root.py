@@ -33,10 +33,12 @@ libc.umount2.restype = ctypes.c_int
 
 WALL = "private root"
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
 MNT_DETACH = 2
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 1, 2, 4, 8
-AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 4
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
 READ_ONLY = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
 STAGE = "/tmp"  # where the new root is put together, in this mount namespace only
@@ -52,15 +54,18 @@ def enter_private_root(readable: list[str], hidden: list[str]) -> int:
     `readable`: paths bound read-only at their own place; `hidden`: dirs inside those
     covered by an empty tmpfs. Must run before the process has threads.
     """
-    proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    with _walls.step(WALL, "opening /proc"):
+        proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _own_mount_namespace(proc)
         old_umask = os.umask(0o022)  # whatever the caller's umask, `nobody` may traverse
         try:
-            _build(readable, hidden)
+            with _walls.step(WALL, "making the new root's dirs and links"):
+                _build(readable, hidden)
         finally:
             os.umask(old_umask)
-        _pivot()
+        with _walls.step(WALL, "moving into the new root"):
+            _pivot()
     except BaseException:
         os.close(proc)
         raise
@@ -104,9 +109,12 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def _plan(readable: list[str], hidden: list[str]) -> list[tuple[str, str]]:
-    """The mounts and links to make, in order: ("bind", real path), ("hide", dir) or
-    ("link", "path\\0target"). A path inside a bound tree needs nothing of its own."""
+Op = tuple[str, str, bool]  # (kind, path, is a dir): kind "bind", "dev", "hide" or "link"
+
+
+def _plan(readable: list[str], hidden: list[str]) -> list[Op]:
+    """The mounts and links to make, in order. A path inside a bound tree needs nothing of
+    its own; a link is ("link", "path\0target", False)."""
     wanted: dict[str, str] = {}
     links: dict[str, str] = {}
     for path in readable:
@@ -119,7 +127,7 @@ def _plan(readable: list[str], hidden: list[str]) -> list[tuple[str, str]]:
     for path in hidden:
         if os.path.isdir(path):
             wanted[os.path.realpath(path)] = "hide"
-    ops: list[tuple[str, str]] = []
+    ops: list[Op] = []
     made: list[tuple[str, str]] = []  # (path, kind) of what is mounted so far
     for path in sorted(wanted, key=lambda p: p.split("/")):
         kind = wanted[path]
@@ -129,58 +137,101 @@ def _plan(readable: list[str], hidden: list[str]) -> list[tuple[str, str]]:
         if kind == "hide" and not (inner and inner[-1] == "bind"):
             continue  # nothing bound there to hide
         made.append((path, kind))
-        ops.append((kind, path))
+        ops.append((kind, path, os.path.isdir(path)))
     for link, target in links.items():
-        inner = [k for top, k in made if _under(link, top) and top != link]
-        if not inner:
-            ops.append(("link", f"{link}\0{target}"))
+        if not any(_under(link, top) and top != link for top, _ in made):
+            ops.append(("link", f"{link}\0{target}", False))
     return ops
 
 
+# Bound trees that each run's scratch tmpfs on /tmp would cover (a Python kept under /tmp):
+# each run binds them again on top of its scratch. Set by `_build`, inherited by forks.
+UNDER_SCRATCH: list[str] = []
+
+
 def _build(readable: list[str], hidden: list[str]) -> None:
-    if libc.mount(b"tmpfs", STAGE.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                  b"size=1m,nr_inodes=4096,mode=0755") != 0:  # fmt: skip
-        raise _fail(f"mounting the new root's tmpfs on {STAGE}")
-    tmpfs = [STAGE]
-    for kind, what in _plan(readable, hidden):
-        if kind == "link":
-            link, target = what.split("\0")
-            staged = STAGE + link
-            os.makedirs(os.path.dirname(staged), exist_ok=True)
-            if not os.path.lexists(staged):
-                os.symlink(target, staged)
-            continue
-        staged = STAGE + what
-        if kind == "hide":
-            if libc.mount(b"tmpfs", staged.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                          b"size=64k,nr_inodes=256,mode=0755") != 0:  # fmt: skip
-                raise _fail(f"covering {what}")
-            tmpfs.append(staged)
-            continue
-        _mountpoint(staged, is_dir=os.path.isdir(what))
-        if libc.mount(what.encode(), staged.encode(), None, MS_BIND | MS_REC, None) != 0:
-            raise _fail(f"binding {what}")
-        attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC if kind == "dev" else READ_ONLY
-        if what == "/dev/zero" or what == "/dev/urandom":
-            attrs |= MOUNT_ATTR_RDONLY
-        _set_attrs(staged, attrs, recursive=True)
-    os.makedirs(STAGE + "/tmp", mode=0o755, exist_ok=True)  # each run's scratch goes here
-    for path in reversed(tmpfs):
-        _set_attrs(path, READ_ONLY, recursive=False)
+    plan = _plan(readable, hidden)
+    # Detached copies of each tree, taken before the stage covers /tmp (where a runtime may
+    # live), made read-only (devices: /dev/null stays writable) before they are attached.
+    trees: dict[str, int] = {}
+    try:
+        for kind, what, _ in plan:
+            if kind in ("bind", "dev"):
+                attrs = READ_ONLY
+                if kind == "dev":
+                    attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC
+                    attrs |= 0 if what == "/dev/null" else MOUNT_ATTR_RDONLY
+                trees[what] = clone_tree(what, attrs)
+        if libc.mount(b"tmpfs", STAGE.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                      b"size=1m,nr_inodes=4096,mode=0755") != 0:  # fmt: skip
+            raise _fail(f"mounting the new root's tmpfs on {STAGE}")
+        tmpfs = [STAGE]
+        for kind, what, is_dir in plan:
+            if kind == "link":
+                link, target = what.split("\0")
+                staged = STAGE + link
+                os.makedirs(os.path.dirname(staged), exist_ok=True)
+                if not os.path.lexists(staged):
+                    os.symlink(target, staged)
+            elif kind == "hide":
+                staged = STAGE + what
+                if libc.mount(b"tmpfs", staged.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                              b"size=64k,nr_inodes=256,mode=0755") != 0:  # fmt: skip
+                    raise _fail(f"covering {what}")
+                tmpfs.append(staged)
+            else:
+                attach_tree(trees.pop(what), STAGE + what, is_dir=is_dir)
+        os.makedirs(STAGE + "/tmp", mode=0o755, exist_ok=True)  # each run's scratch goes here
+        for path in reversed(tmpfs):
+            _set_attrs(AT_FDCWD, path, READ_ONLY, 0)
+    finally:
+        for fd in trees.values():
+            os.close(fd)
+    UNDER_SCRATCH[:] = [what for kind, what, _ in plan if kind != "link" and _under(what, "/tmp")]
 
 
-def _mountpoint(path: str, *, is_dir: bool) -> None:
-    os.makedirs(path if is_dir else os.path.dirname(path), exist_ok=True)
-    if not is_dir and not os.path.exists(path):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+def clone_tree(path: str, attrs: int) -> int:
+    """A detached copy of the mount tree at `path`, with `attrs` set on all of it."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
+    fd = libc.syscall(_walls._nr("open_tree"), AT_FDCWD, path.encode(), flags)
+    if fd < 0:
+        raise _fail(f"open_tree({path})")
+    try:
+        _set_attrs(fd, "", attrs, AT_EMPTY_PATH | AT_RECURSIVE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _set_attrs(path: str, attrs: int, *, recursive: bool) -> None:
+def attach_tree(fd: int, target: str, *, is_dir: bool) -> None:
+    """Mount a detached tree (`clone_tree`) at `target`, made as a mount point; close `fd`."""
+    try:
+        os.makedirs(target if is_dir else os.path.dirname(target), exist_ok=True)
+        if not is_dir and not os.path.exists(target):
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        nr = _walls._nr("move_mount")
+        if libc.syscall(nr, fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH) != 0:
+            raise _fail(f"move_mount(... {target})")
+    finally:
+        os.close(fd)
+
+
+def keep_over_scratch() -> list[tuple[int, str, bool]]:
+    """Before a run's scratch tmpfs covers /tmp: copies of the runtime trees under it."""
+    return [(clone_tree(path, READ_ONLY), path, os.path.isdir(path)) for path in UNDER_SCRATCH]
+
+
+def attach_over_scratch(trees: list[tuple[int, str, bool]]) -> None:
+    for fd, path, is_dir in trees:
+        attach_tree(fd, path, is_dir=is_dir)
+
+
+def _set_attrs(dirfd: int, path: str, attrs: int, flags: int) -> None:
     attr = struct.pack("QQQQ", attrs, 0, 0, 0)  # struct mount_attr: set, clear, propagation, userns
-    flags = AT_RECURSIVE if recursive else 0
     nr = _walls._nr("mount_setattr")
-    if libc.syscall(nr, AT_FDCWD, path.encode(), flags, attr, len(attr)) != 0:
-        raise _fail(f"mount_setattr({path})")
+    if libc.syscall(nr, dirfd, path.encode(), flags, attr, len(attr)) != 0:
+        raise _fail(f"mount_setattr({path or 'a detached tree'})")
 
 
 def _pivot() -> None:

@@ -9,11 +9,14 @@ exactly what this machine is missing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import platform
+import resource
 import struct
+from collections.abc import Iterator
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -33,6 +36,26 @@ class WallError(Exception):
 def _fail(wall: str, what: str) -> WallError:
     code = ctypes.get_errno()
     return WallError(wall, f"{what} failed: {os.strerror(code)} (errno {code})")
+
+
+@contextlib.contextmanager
+def step(wall: str, what: str) -> Iterator[None]:
+    """Name the wall and the call when a step fails for an OS reason: the user is told
+    which wall, which call, which errno or limit."""
+    try:
+        yield
+    except WallError:
+        raise
+    except OSError as exc:
+        detail = f"{what} failed: {exc.strerror or exc} (errno {exc.errno})"
+        if exc.filename:
+            detail += f" on {exc.filename}"
+        if exc.errno == errno.EMFILE:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            detail += f"; RLIMIT_NOFILE is {soft} (hard {hard})"
+        raise WallError(wall, detail) from exc
+    except ValueError as exc:  # resource.setrlimit's way of refusing a value
+        raise WallError(wall, f"{what} failed: {exc}") from exc
 
 
 # -- namespaces ------------------------------------------------------------------------
@@ -68,9 +91,10 @@ def drop_root() -> None:
     """Started as root: become `nobody` for good before building anything."""
     if os.geteuid() != 0:
         return
-    os.setgroups([])
-    os.setresgid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-    os.setresuid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+    with step("uid", f"becoming uid {UNPRIVILEGED_UID}"):
+        os.setgroups([])
+        os.setresgid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        os.setresuid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
     if os.geteuid() == 0 or os.getuid() == 0:
         raise WallError("uid", "could not drop root")
     # Changing uid made the process undumpable, which makes /proc/self/uid_map root's.
@@ -258,7 +282,8 @@ class LandlockRules:
             FS_EXECUTE | FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_MAKE_SOCK | FS_MAKE_FIFO
         )
         self.fds: list[int] = []
-        self.rules = [rule for path in readable if (rule := self._rule(path, READ))]
+        with step("landlock", "opening the readable paths for their rules"):
+            self.rules = [rule for path in readable if (rule := self._rule(path, READ))]
 
     def _rule(self, path: str, rights: int) -> bytes | None:
         try:
@@ -277,7 +302,8 @@ class LandlockRules:
             raise _fail("landlock", "landlock_create_ruleset")
         add = _nr("landlock_add_rule")
         try:
-            own = [rule for path in writable if (rule := self._rule(path, self.write))]
+            with step("landlock", "opening the writable paths for their rules"):
+                own = [rule for path in writable if (rule := self._rule(path, self.write))]
             for rule in (*self.rules, *own):
                 if libc.syscall(add, ruleset, RULE_PATH_BENEATH, rule, 0) != 0:
                     raise _fail("landlock", "landlock_add_rule")

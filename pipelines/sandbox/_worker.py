@@ -63,7 +63,8 @@ def main() -> None:
         else:  # unsafe, asked for by name: no OS walls, but still never root
             _walls.drop_root()
             _walls.die_with_parent(signal.SIGKILL)
-            set_rlimits(cfg)
+            with _walls.step("rlimits", "setrlimit"):
+                set_rlimits(cfg)
             os.chdir(cfg["scratch"])
     except _walls.WallError as exc:
         _send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
@@ -85,7 +86,9 @@ def serve(cfg: dict) -> None:
     _finish(report, cfg)
 
 
-def enter_run_walls(_walls: Any, cfg: dict, proc: int, rules: Any, seccomp_filter: bytes) -> None:
+def enter_run_walls(
+    _walls: Any, _root: Any, cfg: dict, proc: int, rules: Any, seccomp_filter: bytes
+) -> None:
     """A fork server's child, pid 1 of its own pid namespace, walls itself in for one run:
     its own user, mount and IPC namespaces, a scratch tmpfs, rlimits, no capabilities, the
     Landlock rules and seccomp filter the server built once."""
@@ -95,7 +98,7 @@ def enter_run_walls(_walls: Any, cfg: dict, proc: int, rules: Any, seccomp_filte
     _walls.enter_namespaces(_walls.RUN_NAMESPACES, proc)
     os.close(proc)
     _walls.die_with_parent(signal.SIGKILL)  # the server goes: so does this run
-    _finish_walls(_walls, cfg, rules, seccomp_filter)
+    _finish_walls(_walls, _root, cfg, rules, seccomp_filter)
 
 
 def build_walls(_walls: Any, _root: Any, cfg: dict) -> None:
@@ -105,8 +108,9 @@ def build_walls(_walls: Any, _root: Any, cfg: dict) -> None:
     # After the credential changes above, which would clear it: die with the host thread
     # that started this worker, so no worker outlives its host.
     _walls.die_with_parent(signal.SIGKILL)
-    gate, release = os.pipe()
-    child = os.fork()
+    with _walls.step("namespaces", "fork into the new pid namespace"):
+        gate, release = os.pipe()
+        child = os.fork()
     if child:
         # Tell the host which process runs the program: it stops that one, this half reaps
         # it and exits, and the host reaps this half. Killing both at once would orphan the
@@ -121,21 +125,25 @@ def build_walls(_walls: Any, _root: Any, cfg: dict) -> None:
     os.close(gate)
     _walls.die_with_parent(signal.SIGKILL)
     rules = _walls.LandlockRules(["/"])  # the private root: nothing but the runtime
-    _finish_walls(_walls, cfg, rules, _walls.seccomp_filter())
+    _finish_walls(_walls, _root, cfg, rules, _walls.seccomp_filter())
 
 
-def _finish_walls(_walls: Any, cfg: dict, rules: Any, seccomp_filter: bytes) -> None:
+def _finish_walls(_walls: Any, _root: Any, cfg: dict, rules: Any, seccomp_filter: bytes) -> None:
     """The walls every run enters for itself, in its own mount namespace: a scratch tmpfs,
     no capabilities, Landlock, rlimits, seccomp.
 
     The rlimits come after Landlock has taken its descriptors and they are closed, so the
     program's descriptor cap counts only what the program itself holds."""
+    over = _root.keep_over_scratch()
     _walls.mount_scratch("/tmp", cfg["scratch_bytes"])
-    os.chdir("/tmp")
+    _root.attach_over_scratch(over)
+    with _walls.step("scratch", "chdir(/tmp)"):
+        os.chdir("/tmp")
     _walls.drop_capabilities()
     rules.restrict(["/tmp", "/dev/null"])
     rules.close()
-    set_rlimits(cfg)
+    with _walls.step("rlimits", "setrlimit"):
+        set_rlimits(cfg)
     _walls.install_seccomp(seccomp_filter)
 
 

@@ -65,7 +65,8 @@ def main() -> None:
         # After the credential change above, which would clear it.
         _walls.die_with_parent(signal.SIGKILL)
         _walls.enter_namespaces(_walls.SHARED_NAMESPACES | _walls.CLONE_NEWPID, proc)
-        zygote = os.fork()
+        with _walls.step("namespaces", "fork into the new pid namespace"):
+            zygote = os.fork()
         if zygote:
             # The outside half: waits for the zygote and passes on how it ended, so the host
             # reaps this process and nothing is orphaned (as a worker's outside half does).
@@ -74,7 +75,8 @@ def main() -> None:
         # one for each run's fork and come back (setns), and when it dies, the kernel kills
         # every run still inside.
         _walls.die_with_parent(signal.SIGKILL)
-        own_pid_ns = os.open("self/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        with _walls.step("namespaces", "opening /proc/self/ns/pid"):
+            own_pid_ns = os.open("self/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
         _worker.prepare_python_layers(cfg)
         rules = _walls.LandlockRules(["/"])  # the private root: nothing but the runtime
         seccomp_filter = _walls.seccomp_filter()
@@ -82,7 +84,8 @@ def main() -> None:
         control.send(b"E" + json.dumps({"wall": exc.wall, "detail": exc.detail}).encode())
         os._exit(3)
     control.send(b"R")
-    Zygote(control, cfg, proc, own_pid_ns, rules, seccomp_filter, _walls, _worker).serve()
+    layers = (_walls, _root, _worker)
+    Zygote(control, cfg, proc, own_pid_ns, rules, seccomp_filter, layers).serve()
 
 
 class Zygote:
@@ -94,8 +97,7 @@ class Zygote:
         own_pid_ns: int,
         rules: object,
         seccomp_filter: bytes,
-        walls: object,
-        worker: object,
+        layers: tuple[object, object, object],
     ) -> None:
         self.control = control
         self.cfg = cfg
@@ -103,8 +105,7 @@ class Zygote:
         self.own_pid_ns = own_pid_ns
         self.rules = rules
         self.seccomp_filter = seccomp_filter
-        self.walls = walls
-        self.worker = worker
+        self.walls, self.root, self.worker = layers  # _walls, _root and _worker
         self.children: set[int] = set()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -175,7 +176,7 @@ class Zygote:
             for low, high in zip(keep, [*keep[1:], MAX_FD], strict=True):
                 os.closerange(low + 1, high)  # one close_range(2) per gap
             self.worker.enter_run_walls(  # type: ignore[attr-defined]
-                self.walls, cfg, self.proc, self.rules, self.seccomp_filter
+                self.walls, self.root, cfg, self.proc, self.rules, self.seccomp_filter
             )
         except BaseException as exc:
             detail = {"wall": getattr(exc, "wall", "setup"), "detail": str(exc)[:500]}

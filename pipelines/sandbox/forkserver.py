@@ -31,8 +31,8 @@ from pipelines.sandbox.process import (
     READY_TIMEOUT,
     RunProcess,
     SandboxError,
-    SandboxUnavailableError,
     _read_some,
+    parse_wall_error,
     worker_config,
 )
 
@@ -94,7 +94,7 @@ class ForkServer:
         message, _ = self._receive(timeout)
         if message[:1] == b"E":
             self.close()
-            raise _wall_error(message[1:])
+            raise parse_wall_error(message[1:])
         if message != b"R":
             self.close()
             raise SandboxError(
@@ -186,7 +186,7 @@ class ForkServer:
             for fd in (stdin_w, out_r, err_r, result_r, *fds):
                 os.close(fd)
             if message[:1] == b"E":
-                raise _wall_error(message[1:])
+                raise parse_wall_error(message[1:])
             raise SandboxError(
                 "the sandbox's fork server stopped answering",
                 hint="set LLAMAPIPE_DEBUG=1 and report this with the output",
@@ -272,7 +272,7 @@ class ForkedWorker(RunProcess):
         rest = _read_some(self.result_fd, 65536, 2.0) if first == b"E" else b""
         self.dispose()
         if first == b"E":
-            raise _wall_error(rest)
+            raise parse_wall_error(rest)
         raise SandboxError(
             "a sandbox child of the fork server did not start",
             hint="set LLAMAPIPE_DEBUG=1 and report this with the output",
@@ -323,15 +323,3 @@ class ForkedWorker(RunProcess):
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.stdin_w = None
-
-
-def _wall_error(raw: bytes) -> SandboxUnavailableError:
-    try:
-        info = json.loads(raw or b"{}")
-    except ValueError:
-        info = {}
-    return SandboxUnavailableError(
-        f"cannot build the sandbox's {info.get('wall')} wall: {info.get('detail')}",
-        hint="run on Linux with user namespaces, Landlock and seccomp enabled; or, accepting "
-        "the risk, ask for Sandbox(isolation='unsafe') / --isolation unsafe (no OS walls)",
-    )

@@ -52,6 +52,39 @@ class SandboxUnavailableError(UnsupportedSystemError):
     """This system cannot build the walls."""
 
 
+# What a user can do about each wall; every hint ends with `sandbox check` and the one
+# setting that runs without the walls, which every front end (CLI, REPL, web, evals) reads.
+UNSAFE = "or, accepting the risk, LLAMAPIPE_SANDBOX_ISOLATION=unsafe (no OS walls)"
+CHECK = "`llamapipe sandbox check` shows each wall on this machine"
+_WALL_HINTS = {
+    "namespaces": "allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; "
+    "on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0)",
+    "private root": "the kernel must allow mounts in a user namespace (Linux 5.12+ for "
+    "mount_setattr)",
+    "landlock": "boot Linux 5.13+ with Landlock among the LSMs (lsm=...,landlock)",
+    "seccomp": "a kernel built with CONFIG_SECCOMP_FILTER",
+}
+
+
+def wall_error(info: dict[str, Any]) -> SandboxUnavailableError:
+    """The worker's or zygote's {"wall", "detail"} as the user's error, with a next step."""
+    wall = str(info.get("wall") or "setup")
+    first = _WALL_HINTS.get(wall)
+    hint = f"{first}; {CHECK}; {UNSAFE}" if first else f"{CHECK}; {UNSAFE}"
+    return SandboxUnavailableError(
+        f"cannot build the sandbox's {wall} wall: {info.get('detail') or 'no detail given'}",
+        hint=hint,
+    )
+
+
+def parse_wall_error(raw: bytes) -> SandboxUnavailableError:
+    try:
+        info = json.loads(raw or b"{}")
+    except ValueError:
+        info = {}
+    return wall_error(info if isinstance(info, dict) else {})
+
+
 # Libraries that start thread pools when imported (numpy's OpenBLAS) start none: a process
 # with threads can neither enter a user namespace nor be forked whole. The program's
 # environment is emptied before it runs.
@@ -198,13 +231,7 @@ class Worker(RunProcess):
         err = self._stderr_now()
         self.dispose()
         if first == b"E":
-            info = json.loads(rest or b"{}")
-            raise SandboxUnavailableError(
-                f"cannot build the sandbox's {info.get('wall')} wall: {info.get('detail')}",
-                hint="run on Linux with user namespaces, Landlock and seccomp enabled; "
-                "or, accepting the risk, ask for Sandbox(isolation='unsafe') / "
-                "--isolation unsafe (no OS walls)",
-            )
+            raise parse_wall_error(rest)
         raise SandboxError(
             "the sandbox worker did not start" + (f": {err.strip()[-500:]}" if err else ""),
             hint="set LLAMAPIPE_DEBUG=1 and report this with the output",

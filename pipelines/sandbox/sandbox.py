@@ -24,7 +24,9 @@ from pipelines.errors import LlamapipeError
 from pipelines.sandbox.forkserver import ForkedWorker, ForkServer
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.process import (
+    CHECK,
     READY_TIMEOUT,
+    UNSAFE,
     Isolation,
     RunProcess,
     SandboxError,
@@ -242,7 +244,8 @@ def check_system() -> None:
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailableError(
             f"the sandbox needs Linux (namespaces, Landlock, seccomp); this is {sys.platform}",
-            hint="run PAL on Linux, or accept the risk with --isolation unsafe",
+            hint="run PAL on Linux; or, accepting the risk, LLAMAPIPE_SANDBOX_ISOLATION=unsafe "
+            "(no OS walls)",
         )
     from pipelines.sandbox import _walls
 
@@ -261,5 +264,5 @@ def check_system() -> None:
     if missing:
         raise SandboxUnavailableError(
             "cannot build the sandbox walls: missing " + "; ".join(missing),
-            hint="enable them in the kernel, or accept the risk with --isolation unsafe",
+            hint=f"enable them in the kernel; {CHECK}; {UNSAFE}",
         )
