@@ -1,4 +1,4 @@
-"""`llamapipe sandbox run`."""
+"""`llamapipe sandbox run` and `llamapipe sandbox check`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from commands.common import JsonFlag, err, out, print_json
-from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted
+from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_UNSUPPORTED, Interrupted
 from pipelines.inputs import decode_text, read_text
 from pipelines.settings import load_settings
 
@@ -69,6 +69,37 @@ def sandbox_run(
     else:
         _print_run(result, sandbox.engine)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@app.command("check")
+def sandbox_check(as_json: JsonFlag = False) -> None:
+    """Show each wall's state on this machine, seen from inside a real run of each engine.
+
+    Exit code 0 when every wall holds and both engines run, 3 otherwise.
+    """
+    from rich.table import Table
+
+    from pipelines.sandbox.check import check_sandbox
+
+    report = check_sandbox()
+    if as_json:
+        print_json(report.model_dump())
+    else:
+        colour = {"ok": "green", "missing": "red", "failed": "red", "not tried": "dim"}
+        table = Table("wall", "state", "what a program meets", box=None, pad_edge=False)
+        for wall in report.walls:
+            state = f"[{colour[wall.state]}]{wall.state}[/{colour[wall.state]}]"
+            table.add_row(wall.wall, state, wall.detail)
+        out.print(table)
+        for engine in report.engines:
+            state = "[green]runs[/green]" if engine.ok else f"[red]fails[/red]: {engine.detail}"
+            out.print(f"{engine.engine}: {state}", highlight=False)
+        out.print(
+            f"[dim]python {report.python}, caller uid {report.caller_uid}, "
+            f"Linux {report.kernel}[/dim]",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_UNSUPPORTED)
 
 
 def _read_program(file: str) -> str:

@@ -54,7 +54,7 @@ def step(wall: str, what: str) -> Iterator[None]:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             detail += f"; RLIMIT_NOFILE is {soft} (hard {hard})"
         raise WallError(wall, detail) from exc
-    except ValueError as exc:  # resource.setrlimit's way of refusing a value
+    except (ValueError, OverflowError) as exc:  # how resource.setrlimit refuses a value
         raise WallError(wall, f"{what} failed: {exc}") from exc
 
 

@@ -179,7 +179,10 @@ class Zygote:
                 self.walls, self.root, cfg, self.proc, self.rules, self.seccomp_filter
             )
         except BaseException as exc:
-            detail = {"wall": getattr(exc, "wall", "setup"), "detail": str(exc)[:500]}
+            detail = {
+                "wall": getattr(exc, "wall", "setup"),
+                "detail": str(getattr(exc, "detail", exc))[:500],
+            }
             with contextlib.suppress(BaseException):
                 self.worker._send(b"E" + json.dumps(detail).encode())  # type: ignore[attr-defined]
             os._exit(3)

@@ -49,7 +49,9 @@ class SandboxError(LlamapipeError):
 
 
 class SandboxUnavailableError(UnsupportedSystemError):
-    """This system cannot build the walls."""
+    """This system cannot build the walls; `wall` names the one that failed, if known."""
+
+    wall = ""
 
 
 # What a user can do about each wall; every hint ends with `sandbox check` and the one
@@ -71,10 +73,12 @@ def wall_error(info: dict[str, Any]) -> SandboxUnavailableError:
     wall = str(info.get("wall") or "setup")
     first = _WALL_HINTS.get(wall)
     hint = f"{first}; {CHECK}; {UNSAFE}" if first else f"{CHECK}; {UNSAFE}"
-    return SandboxUnavailableError(
+    error = SandboxUnavailableError(
         f"cannot build the sandbox's {wall} wall: {info.get('detail') or 'no detail given'}",
         hint=hint,
     )
+    error.wall = wall
+    return error
 
 
 def parse_wall_error(raw: bytes) -> SandboxUnavailableError:

@@ -18,7 +18,6 @@ import queue
 import sys
 import threading
 import time
-from pathlib import Path
 
 from pipelines.errors import LlamapipeError
 from pipelines.sandbox.forkserver import ForkedWorker, ForkServer
@@ -240,27 +239,16 @@ class Sandbox:
 
 
 def check_system() -> None:
-    """Refuse early, naming what is missing, where the walls cannot be built."""
+    """Refuse early, naming what is missing, where the kernel cannot build the walls."""
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailableError(
             f"the sandbox needs Linux (namespaces, Landlock, seccomp); this is {sys.platform}",
             hint="run PAL on Linux; or, accepting the risk, LLAMAPIPE_SANDBOX_ISOLATION=unsafe "
             "(no OS walls)",
         )
-    from pipelines.sandbox import _walls
+    from pipelines.sandbox.check import kernel_offers
 
-    missing = []
-    if not _walls.seccomp_available():
-        missing.append("seccomp (kernel without CONFIG_SECCOMP_FILTER)")
-    if _walls.landlock_abi() < 1:
-        missing.append("Landlock (Linux 5.13+ booted with lsm=...,landlock)")
-    if _walls.MACHINE not in ("x86_64", "aarch64"):
-        missing.append(f"a seccomp table for {_walls.MACHINE}")
-    try:
-        if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:
-            missing.append("user namespaces (user.max_user_namespaces is 0)")
-    except (OSError, ValueError):
-        pass
+    missing = [f"{wall} ({detail})" for wall, (_, detail) in kernel_offers().items()]
     if missing:
         raise SandboxUnavailableError(
             "cannot build the sandbox walls: missing " + "; ".join(missing),
