@@ -25,7 +25,7 @@ from commands.common import (
     spinner,
     with_model_flags,
 )
-from pipelines.errors import UsageError
+from pipelines.errors import LlamapipeError, UsageError
 from pipelines.settings import Settings, load_settings
 
 HELP = """commands:
@@ -211,6 +211,11 @@ class _Responder:
             session, Message("user", question), Message("assistant", text, meta)
         )
 
+    def drop_sandbox(self) -> None:
+        """After a failed /pal: the next one builds its sandbox anew."""
+        self.close()
+        self._sandbox = None
+
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
@@ -341,8 +346,11 @@ def _command(store: Any, name: str, line: str, responder: Any) -> tuple[str, boo
             responder.pal(name, argument)
         except KeyboardInterrupt:
             err.print("[dim](stopped)[/dim]")
-        except UsageError as exc:
-            err.print(f"[red]{exc.message}[/red] ({exc.hint})", highlight=False)
+        except LlamapipeError as exc:  # no sandbox here, the model failed...: say, go on
+            responder.drop_sandbox()
+            err.print(f"[red]{exc.message}[/red]", highlight=False)
+            if exc.hint:
+                err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
     elif command == "/program":
         shown = responder.last_program or "(no /pal answer yet)"
         out.print(shown, markup=False, highlight=False)

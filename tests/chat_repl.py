@@ -4,7 +4,8 @@
 
 The model answers "I see N user messages" (and "with a system prompt" when there is one),
 so a test can tell what history reached it; asked for "a long answer" it answers thirteen
-words (slowly, with --delay); given a PAL prompt, a program returning 395.
+words (slowly, with --delay); given a PAL prompt, a program returning 395. With
+--no-landlock, the kernel seems to offer no Landlock, so no sandbox can be built.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--window", type=int, help="the model's context window (tokens)")
+    parser.add_argument("--no-landlock", action="store_true")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.no_landlock:
+        from pipelines.sandbox import _walls
+
+        _walls.landlock_abi = lambda: 0  # type: ignore[assignment]
     from commands import common
     from tests.fakes import ScriptedChat
 

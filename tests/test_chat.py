@@ -209,11 +209,14 @@ def test_sessions_persist_across_processes(tmp_path: Path) -> None:
 class Terminal:
     """The REPL on a pseudo-terminal: type lines and keys, read what it prints."""
 
-    def __init__(self, *args: str, delay: float = 0.0, window: int | None = None) -> None:
+    def __init__(
+        self, *args: str, delay: float = 0.0, window: int | None = None, landlock: bool = True
+    ) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the CLI, with the pty as its controlling terminal
             sized = ["--window", str(window)] if window else []
+            sized += [] if landlock else ["--no-landlock"]
             argv = [sys.executable, str(DRIVER), "--delay", str(delay), *sized, "--", *args]
             os.execve(sys.executable, argv, env)
         self.seen = ""
@@ -302,6 +305,17 @@ def test_pal_in_the_repl_answers_with_a_sandboxed_program() -> None:
     term.read_until("return 17 * 23 + 4")
     term.at_prompt("what did we get?\r")
     term.read_until("I see 2 user messages.")  # the /pal turn joined the history
+    term.at_prompt("/exit\r")
+    assert term.wait() == 0
+
+
+def test_a_pal_that_cannot_build_its_sandbox_says_why_and_the_repl_goes_on() -> None:
+    term = Terminal("chat", "--session", "nopal", landlock=False)
+    term.at_prompt("/pal 17 * 23 + 4?\r")
+    term.read_until("LLAMAPIPE_SANDBOX_ISOLATION=unsafe")
+    assert "Landlock" in term.seen
+    term.at_prompt("still there?\r")
+    term.read_until("I see 1 user messages.")  # answered; the failed /pal left no turn
     term.at_prompt("/exit\r")
     assert term.wait() == 0
 

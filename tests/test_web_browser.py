@@ -166,6 +166,23 @@ def test_korean_pal_and_the_eval_pages(page: Any, settings: Settings, tmp_path: 
     assert page.problems == []  # type: ignore[attr-defined]
 
 
+def test_a_pal_question_where_no_sandbox_can_be_built_shows_the_error_in_its_place(
+    page: Any, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.sandbox import _walls
+
+    monkeypatch.setattr(_walls, "landlock_abi", lambda: 0)  # a kernel without Landlock
+    chat = ScriptedChat(lambda p: "```python\ndef solution():\n    return 2\n```")
+    with Served(create_app(settings, backend=backend_for(chat))) as served:
+        page.goto(served.url + "/")
+        page.select_option("#mode", "pal")
+        box = ask(page, "1 + 1?")
+        problem = box.locator(".problem").inner_text()
+        assert "Landlock" in problem and "LLAMAPIPE_SANDBOX_ISOLATION=unsafe" in problem
+        assert "writing and running" not in box.inner_text()
+        screenshot(page, tmp_path, "web-pal-no-sandbox")
+
+
 XSS_DOC = """# 처용가 notes
 
 The dancer Cheoyong sang at the palace gate. <script>window.__xss = 1</script>

@@ -173,6 +173,7 @@ async function ask(text) {
     }
     await loadSessions();
   } catch (problem) {
+    if (mode === "pal") body.textContent = "";  // the "writing and running" placeholder goes
     if (problem.name === "AbortError") box.append(el("div", { class: "notes" }, "(stopped)"));
     else showProblem(box, problem);
   } finally {
