@@ -32,8 +32,10 @@ def _sandbox_missing() -> str:
     return ""
 
 
-# Where the kernel cannot build the sandbox walls, tests that need them skip and say why.
-NO_WALLS = _sandbox_missing()
+# Where the kernel cannot build the sandbox walls, tests that need them skip and say why;
+# with LLAMAPIPE_REQUIRE_WALLS=1 (CI) they run anyway, so a missing wall fails the run.
+REQUIRE_WALLS = os.environ.get("LLAMAPIPE_REQUIRE_WALLS", "") not in ("", "0")
+NO_WALLS = "" if REQUIRE_WALLS else _sandbox_missing()
 needs_walls = pytest.mark.skipif(bool(NO_WALLS), reason=f"no sandbox walls here: {NO_WALLS}")
 
 
