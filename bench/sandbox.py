@@ -96,30 +96,37 @@ def in_process_exec(runs: int) -> list[float]:
 
 
 # A fork loop with no host: the interpreter imports the allowed modules, then forks a child
-# per run that runs the program and exits. With "walls", the child first enters the walls a
-# fork server's child enters (the same _walls code: its own user, mount and IPC namespaces, a
-# scratch tmpfs, no capabilities, Landlock, seccomp), all but the per-run pid namespace.
+# per run that runs the program and exits. With "walls", it first moves into the private root
+# and the shared namespaces, and each child enters the walls a fork server's child enters (the
+# same _root and _walls code: its own user, mount and IPC namespaces, a scratch tmpfs, no
+# capabilities, Landlock, seccomp), all but the per-run pid namespace.
 FORK_LOOP = """
-import os, sys
+import json, os, sys
 sys.path.insert(0, sys.argv[4])
-import _walls
+import _root, _walls
 for name in sys.argv[1].split(","):
     __import__(name)
 code, runs, walls = sys.argv[2], int(sys.argv[3]), sys.argv[5] == "walls"
 if walls:
+    view = json.loads(sys.argv[6])
+    proc = _root.enter_private_root(view["readable"], view["hidden"])
     _walls.drop_root()
-    _walls.enter_namespaces(_walls.SHARED_NAMESPACES)
-    rules = _walls.LandlockRules([sys.prefix, sys.base_prefix, "/usr/lib", "/lib"])
+    _walls.enter_namespaces(_walls.SHARED_NAMESPACES, proc)
+    rules = _walls.LandlockRules(["/"])
     seccomp = _walls.seccomp_filter()
 before = os.times()
 for _ in range(runs):
     pid = os.fork()
     if pid == 0:
         if walls:
-            _walls.enter_namespaces(_walls.RUN_NAMESPACES)
+            _walls.enter_namespaces(_walls.RUN_NAMESPACES, proc)
+            os.close(proc)
+            over = _root.keep_over_scratch()
             _walls.mount_scratch("/tmp", 16 << 20)
+            _root.attach_over_scratch(over)
             _walls.drop_capabilities()
             rules.restrict(["/tmp", "/dev/null"])
+            rules.close()
             _walls.install_seccomp(seccomp)
         namespace = {"__name__": "__main__"}
         exec(compile(code, "<program>", "exec"), namespace)
@@ -135,10 +142,12 @@ print((sum(after[:4]) - sum(before[:4])) / runs * 1000)
 def fork_loop_cpu_ms(walls: bool, runs: int = 2000) -> float:
     """CPU ms per run (parent and child together) of the fork loop above."""
     import pipelines.sandbox
+    from pipelines.sandbox.runtime import hidden_paths, readable_paths
 
     modules = ",".join(Limits().allowed_modules)
     here = str(Path(pipelines.sandbox.__file__).parent)
-    argv = [modules, CODE, str(runs), here, "walls" if walls else "bare"]
+    view = json.dumps({"readable": readable_paths(), "hidden": hidden_paths()})
+    argv = [modules, CODE, str(runs), here, "walls" if walls else "bare", view]
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", FORK_LOOP, *argv],
         capture_output=True, text=True, check=True,
