@@ -6,10 +6,12 @@ themselves in). Built once per zygote, or once per fresh worker, before anything
 1. a mount namespace of its own: as root, directly (real root can still read a Python that
    lives under a home nobody else may enter, such as /root/.pyenv); otherwise inside a new
    user namespace that maps the caller's uid to itself;
-2. an empty tmpfs; every readable path is bound into it at its own absolute path, read-only,
-   nosuid, nodev (symlinks on the way are made again, so the paths Python knows stay
-   valid); package dirs inside the standard library (pyenv's site-packages) are covered by
-   an empty tmpfs; /dev/null, /dev/zero and /dev/urandom are bound as the only devices;
+2. an empty tmpfs; every readable path, and every file the process has mapped (the
+   interpreter and the shared libraries it and the preloaded modules loaded), is bound into
+   it at its own absolute path, read-only, nosuid, nodev (symlinks on the way are made
+   again, so the paths Python knows stay valid); package dirs inside the standard library
+   (pyenv's site-packages) are covered by an empty tmpfs; /dev/null, /dev/zero and
+   /dev/urandom are bound as the only devices;
 3. everything made read-only, then `pivot_root` into it and the old root detached.
 
 Afterwards no host path outside the view can be opened, stat'ed or listed, and there is no
@@ -56,6 +58,7 @@ def enter_private_root(readable: list[str], hidden: list[str]) -> int:
     """
     with _walls.step(WALL, "opening /proc"):
         proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        readable = [*readable, *mapped_files()]
     try:
         _own_mount_namespace(proc)
         old_umask = os.umask(0o022)  # whatever the caller's umask, `nobody` may traverse
@@ -70,6 +73,21 @@ def enter_private_root(readable: list[str], hidden: list[str]) -> int:
         os.close(proc)
         raise
     return proc
+
+
+def mapped_files() -> list[str]:
+    """The files this process has mapped: the interpreter and the shared libraries that it
+    and the preloaded modules loaded. Those are the shared libraries in view; a library
+    loaded again by name is found among the loaded ones without opening a file."""
+    found: dict[str, None] = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                path = fields[5].rstrip("\n")
+                if not path.endswith(" (deleted)"):
+                    found[path] = None
+    return list(found)
 
 
 def _own_mount_namespace(proc: int) -> None:

@@ -13,10 +13,14 @@ import contextlib
 import ctypes
 import errno
 import os
-import platform
 import resource
 import struct
 from collections.abc import Iterator
+
+try:  # loaded as part of the package (the host's checks), or top-level (the worker)
+    from . import _seccomp
+except ImportError:
+    import _seccomp  # type: ignore[no-redef]
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -244,20 +248,6 @@ def _fs_rights(abi: int) -> int:
 READ = FS_READ_FILE | FS_READ_DIR
 
 
-def landlock(readable: list[str], writable: list[str]) -> int:
-    """Confine this process: read only `readable`, read and write only `writable`.
-
-    Also (by ABI) no TCP bind/connect at all and no signals or abstract unix sockets
-    outside the sandbox. Returns the ABI used.
-    """
-    rules = LandlockRules(readable)
-    try:
-        rules.restrict(writable)
-    finally:
-        rules.close()
-    return rules.abi
-
-
 class LandlockRules:
     """The read rules of `landlock`, prepared once (paths opened, rights worked out) so that
     each run of a fork server only makes a ruleset from them, adds its own writable paths
@@ -318,180 +308,28 @@ class LandlockRules:
         self.fds.clear()
 
 
-# -- seccomp ----------------------------------------------------------------------------
+# -- seccomp (the allow list lives in _seccomp) --------------------------------------------
 
-_SYSCALLS = {
-    "x86_64": {
-        "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50,
-        "socketpair": 53, "accept4": 288, "clone": 56, "fork": 57, "vfork": 58,
-        "execve": 59, "execveat": 322, "clone3": 435, "ptrace": 101, "mount": 165,
-        "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308,
-        "setsid": 112, "setpgid": 109, "setrlimit": 160, "prlimit64": 302, "keyctl": 250,
-        "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-        "io_uring_register": 427, "process_vm_readv": 310, "process_vm_writev": 311,
-        "personality": 135, "memfd_create": 319, "open_by_handle_at": 304,
-        "name_to_handle_at": 303, "pidfd_open": 434, "pidfd_getfd": 438,
-        "pidfd_send_signal": 424, "mknod": 133, "mknodat": 259, "open_tree": 428,
-        "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-        "mount_setattr": 442, "ioctl": 16, "capset": 126, "landlock_create_ruleset": 444,
-        "landlock_add_rule": 445, "landlock_restrict_self": 446, "kill": 62, "tkill": 200,
-        "tgkill": 234, "setuid": 105, "setgid": 106, "setreuid": 113, "setregid": 114,
-        "setresuid": 117, "setresgid": 119, "setgroups": 116, "sethostname": 170,
-        "ioperm": 173, "iopl": 172, "swapon": 167, "swapoff": 168, "reboot": 169,
-        "kexec_load": 246, "init_module": 175, "finit_module": 313, "delete_module": 176,
-        "acct": 163, "quotactl": 179, "syslog": 103, "uselib": 134, "lookup_dcookie": 212,
-        "vhangup": 153, "modify_ldt": 154, "fanotify_init": 300,
-    },
-    "aarch64": {
-        "socket": 198, "connect": 203, "accept": 202, "bind": 200, "listen": 201,
-        "socketpair": 199, "accept4": 242, "clone": 220, "execve": 221, "execveat": 281,
-        "clone3": 435, "ptrace": 117, "mount": 40, "umount2": 39, "pivot_root": 41,
-        "chroot": 51, "unshare": 97, "setns": 268, "setsid": 157, "setpgid": 154,
-        "setrlimit": 164, "prlimit64": 261, "keyctl": 219, "add_key": 217,
-        "request_key": 218, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "process_vm_readv": 270, "process_vm_writev": 271, "personality": 92,
-        "memfd_create": 279, "open_by_handle_at": 265, "name_to_handle_at": 264,
-        "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "mknodat": 33,
-        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "ioctl": 29, "capset": 91,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-        "landlock_restrict_self": 446, "kill": 129, "tkill": 130, "tgkill": 131,
-        "setuid": 146, "setgid": 144, "setreuid": 145, "setregid": 143, "setresuid": 147,
-        "setresgid": 149, "setgroups": 159, "sethostname": 161, "swapon": 224,
-        "swapoff": 225, "reboot": 142, "kexec_load": 104, "init_module": 105,
-        "finit_module": 273, "delete_module": 106, "acct": 89, "quotactl": 60,
-        "syslog": 116, "vhangup": 58, "fanotify_init": 262,
-    },
-}  # fmt: skip
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-MACHINE = platform.machine()
+MACHINE = _seccomp.MACHINE
+seccomp_available = _seccomp.seccomp_available
 
 
 def _nr(name: str) -> int:
     try:
-        return _SYSCALLS[MACHINE][name]
-    except KeyError:
-        raise WallError("seccomp", f"no system call table for {MACHINE}") from None
-
-
-# Denied outright (EPERM): networking, new programs and processes, namespaces and mounts,
-# privilege changes, kernel attack surface, other processes' memory.
-DENIED = [
-    "socket", "socketpair", "connect", "accept", "accept4", "bind", "listen",
-    "fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "pivot_root",
-    "chroot", "unshare", "setns", "setsid", "setpgid", "setrlimit", "keyctl", "add_key",
-    "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "process_vm_readv", "process_vm_writev",
-    "personality", "memfd_create", "open_by_handle_at", "name_to_handle_at", "pidfd_open",
-    "pidfd_getfd", "pidfd_send_signal", "mknod", "mknodat", "open_tree", "move_mount",
-    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "capset", "setuid",
-    "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "sethostname",
-    "ioperm", "iopl", "swapon", "swapoff", "reboot", "kexec_load", "init_module",
-    "finit_module", "delete_module", "acct", "quotactl", "syslog", "uselib",
-    "lookup_dcookie", "vhangup", "modify_ldt", "fanotify_init", "landlock_create_ruleset",
-]  # fmt: skip
-
-CLONE_THREAD = 0x00010000
-TIOCSTI = 0x5412
-RET_ALLOW = 0x7FFF0000
-RET_KILL_PROCESS = 0x80000000
-X32_SYSCALL_BIT = 0x40000000
-
-
-def _errno(code: int) -> int:
-    return 0x00050000 | code
-
-
-def _stmt(code: int, k: int) -> bytes:
-    return struct.pack("HBBI", code, 0, 0, k)
-
-
-def _jump(code: int, k: int, jt: int, jf: int) -> bytes:
-    return struct.pack("HBBI", code, jt, jf, k)
-
-
-LD_W_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
-OFF_NR, OFF_ARCH, OFF_ARG0, OFF_ARG1, OFF_ARG2 = 0, 4, 16, 24, 32
-
-
-def seccomp_program() -> list[bytes]:
-    """The BPF filter: wrong arch → kill; denied calls → EPERM; clone only for threads;
-    clone3 → ENOSYS (so libc falls back to clone, whose flags we can see); prlimit64 only
-    to read; ioctl TIOCSTI → EPERM; the rest allowed."""
-    table = _SYSCALLS.get(MACHINE)
-    if table is None:
-        raise WallError("seccomp", f"no system call table for {MACHINE}")
-    prog = [
-        _stmt(LD_W_ABS, OFF_ARCH),
-        _jump(JEQ, _AUDIT_ARCH[MACHINE], 1, 0),
-        _stmt(RET, RET_KILL_PROCESS),
-        _stmt(LD_W_ABS, OFF_NR),
-    ]
-    if MACHINE == "x86_64":
-        prog += [_jump(JGE, X32_SYSCALL_BIT, 0, 1), _stmt(RET, _errno(errno.EPERM))]
-    for name in DENIED:
-        if name in table:
-            prog += [_jump(JEQ, table[name], 0, 1), _stmt(RET, _errno(errno.EPERM))]
-    prog += [_jump(JEQ, table["clone3"], 0, 1), _stmt(RET, _errno(errno.ENOSYS))]
-    # clone(flags, ...): allowed only when it makes a thread.
-    prog += [
-        _jump(JEQ, table["clone"], 0, 4),
-        _stmt(LD_W_ABS, OFF_ARG0),
-        _jump(JSET, CLONE_THREAD, 1, 0),
-        _stmt(RET, _errno(errno.EPERM)),
-        _stmt(RET, RET_ALLOW),
-    ]
-    # prlimit64(pid, resource, new_limit, old_limit): reading is fine, setting is not.
-    prog += [
-        _stmt(LD_W_ABS, OFF_NR),
-        _jump(JEQ, table["prlimit64"], 0, 6),
-        _stmt(LD_W_ABS, OFF_ARG2),
-        _jump(JEQ, 0, 0, 2),
-        _stmt(LD_W_ABS, OFF_ARG2 + 4),
-        _jump(JEQ, 0, 1, 0),
-        _stmt(RET, _errno(errno.EPERM)),
-        _stmt(RET, RET_ALLOW),
-    ]
-    # ioctl(fd, TIOCSTI, ...): pushing keystrokes into a terminal.
-    prog += [
-        _stmt(LD_W_ABS, OFF_NR),
-        _jump(JEQ, table["ioctl"], 0, 3),
-        _stmt(LD_W_ABS, OFF_ARG1),  # the kernel reads the command as 32 bits too
-        _jump(JEQ, TIOCSTI, 0, 1),
-        _stmt(RET, _errno(errno.EPERM)),
-        _stmt(RET, RET_ALLOW),
-    ]
-    return prog
-
-
-SECCOMP_MODE_FILTER = 2
-PR_SET_SECCOMP = 22
-
-
-def seccomp() -> int:
-    """Install the filter (needs no_new_privs). Returns its length in instructions."""
-    blob = seccomp_filter()
-    install_seccomp(blob)
-    return len(blob) // 8
+        return _seccomp.nr(name)
+    except _seccomp.SeccompError as exc:
+        raise WallError("seccomp", str(exc)) from None
 
 
 def seccomp_filter() -> bytes:
-    """The filter as the kernel reads it: built once, installed by each run."""
-    return b"".join(seccomp_program())
+    try:
+        return _seccomp.seccomp_filter()
+    except _seccomp.SeccompError as exc:
+        raise WallError("seccomp", str(exc)) from None
 
 
 def install_seccomp(blob: bytes) -> None:
-    buffer = ctypes.create_string_buffer(blob, len(blob))
-    fprog = struct.pack("HxxxxxxP", len(blob) // 8, ctypes.addressof(buffer))
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0) != 0:
-        raise _fail("seccomp", "prctl(PR_SET_SECCOMP)")
-
-
-def seccomp_available() -> bool:
     try:
-        with open("/proc/self/status") as f:
-            return any(line.startswith("Seccomp:") for line in f)
-    except OSError:
-        return False
+        _seccomp.install_seccomp(blob)
+    except _seccomp.SeccompError as exc:
+        raise WallError("seccomp", str(exc)) from None

@@ -1,8 +1,8 @@
 """What a sandboxed program sees: the Python runtime, nothing of the user's.
 
-The standard library (without third-party package dirs inside it), the system's shared
-libraries and time zone data, three devices, and the package dirs of modules the caller
-explicitly allowed. Python may live under the user's home (pyenv, a venv): only its runtime
+The standard library (without third-party package dirs inside it), time zone data, three
+devices, the package dirs of modules the caller explicitly allowed, and (added where the
+view is built) the shared libraries the process has loaded. Python may live under the user's home (pyenv, a venv): only its runtime
 dirs are in view, never the home. `_root.enter_private_root` binds these, read-only, into
 an empty root of the program's own.
 """
@@ -14,9 +14,10 @@ import os
 import sysconfig
 from pathlib import Path
 
+# Shared libraries are not listed: the view holds those the process has loaded (see
+# _root.mapped_files), not every library of the system.
 SYSTEM_READABLE = (
-    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/zoneinfo", "/etc/localtime",
-    "/dev/null", "/dev/zero", "/dev/urandom",
+    "/usr/share/zoneinfo", "/etc/localtime", "/dev/null", "/dev/zero", "/dev/urandom",
 )  # fmt: skip
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
 
