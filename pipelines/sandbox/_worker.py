@@ -32,6 +32,7 @@ import resource
 import signal
 import sys
 import traceback
+import types
 from typing import Any
 
 PROGRAM = "<program>"
@@ -77,13 +78,32 @@ def serve(cfg: dict) -> None:
     os.environ.clear()  # the worker's variables (thread counts for BLAS) are not the program's
     if "builtins" not in cfg:  # a fork server built them once, before forking
         prepare_python_layers(cfg)
-    if cfg["audit"] is not None:
-        sys.addaudithook(cfg["audit"])
+    audit = cfg.pop("audit")  # from here on only the interpreter holds it
+    if audit is not None:
+        sys.addaudithook(audit)
+    del audit
+    _forget_the_sandbox_modules()
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     report = run_program(request["code"], cfg)
     _RESERVE.clear()
     _finish(report, cfg)
+
+
+# The sandbox's own modules, as the worker and the zygote import them (top-level).
+OWN_MODULES = ("_worker", "_walls", "_root", "_seccomp", "_zygote")
+
+
+def _forget_the_sandbox_modules() -> None:
+    """The program reaches sys.modules through many an allowed module (typing.sys...): none
+    of the sandbox's modules may be found there, nor the worker's script as `__main__`."""
+    for name in OWN_MODULES:
+        _HELD.append(sys.modules.pop(name, None))
+    _HELD.append(sys.modules["__main__"])
+    sys.modules["__main__"] = types.ModuleType("__main__")
+
+
+_HELD: list = []  # the modules taken out of sys.modules, kept alive for the code still running
 
 
 def enter_run_walls(
@@ -167,6 +187,9 @@ def set_rlimits(cfg: dict) -> None:
         resource.RLIMIT_FSIZE: cfg["scratch_bytes"],
         resource.RLIMIT_NOFILE: OPEN_FILES,
         resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_MSGQUEUE: 0,
+        resource.RLIMIT_MEMLOCK: 0,
+        resource.RLIMIT_SIGPENDING: 64,
         # Counted per user namespace: this process, and a worker's waiting parent, which
         # shares it (a fork server's child has a user namespace of its own).
         resource.RLIMIT_NPROC: cfg["threads"] + cfg.get("processes_besides", 2),
@@ -191,12 +214,13 @@ def prepare_python_layers(cfg: dict) -> None:
     made once per fork server, and copied into each child by the fork."""
     # Internal helpers the C code of allowed modules imports through the program's own
     # __import__ (datetime.strptime imports _strptime): allowed too, and already loaded.
-    allowed = set(cfg["allowed_modules"]) | set(cfg["internal_modules"])
+    allowed = frozenset(cfg["allowed_modules"]) | frozenset(cfg["internal_modules"])
     setting = cfg["allow_setting"]
     real_import = builtins.__import__
+    blocked = _BLOCKED_EVENTS  # held by the closure, not looked up in a module at each event
 
     def audit(event: str, args: tuple) -> None:
-        if event.startswith(_BLOCKED_EVENTS):
+        if event.startswith(blocked):
             raise PermissionError(f"{event} is not allowed in the sandbox")
 
     def guarded_import(
@@ -226,7 +250,8 @@ def prepare_python_layers(cfg: dict) -> None:
 
 def run_program(code: str, cfg: dict) -> dict:
     report: dict = {"ok": False, "result": None, "error": None, "memory": False}
-    namespace = {"__name__": "__main__", "__builtins__": cfg["builtins"]}
+    namespace = sys.modules["__main__"].__dict__  # a fresh module (_forget_the_sandbox_modules)
+    namespace["__builtins__"] = cfg["builtins"]
     linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
     try:
         compiled = compile(code, PROGRAM, "exec", dont_inherit=True)

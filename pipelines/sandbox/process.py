@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import queue
 import select
@@ -432,17 +433,52 @@ def _build_result(
     )
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("a key is repeated")
+    return doc
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+REPORT_KEYS = {"ok", "result", "error", "memory"}
+
+
 def _parse_report(raw: bytes) -> dict[str, Any] | None:
-    """The worker's JSON, checked for shape; None when it is missing or malformed."""
+    """The worker's JSON, checked for shape; None when it is missing or malformed.
+
+    The program can write on the report's pipe itself, so nothing is taken on trust: valid
+    UTF-8 and strict JSON (no NaN or Infinity, which json would accept and print back as
+    invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong, the error's fields
+    as text."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_float=_finite,
+            object_pairs_hook=_unique,
+        )
     except (ValueError, RecursionError):
         return None
-    if not isinstance(doc, dict) or not {"ok", "result", "error", "memory"} <= doc.keys():
+    if not isinstance(doc, dict) or set(doc) != REPORT_KEYS:
+        return None
+    if type(doc["ok"]) is not bool or type(doc["memory"]) is not bool:
         return None
     err = doc["error"]
     if err is not None and not (
-        isinstance(err, dict) and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
+        isinstance(err, dict)
+        and set(err) <= set(ErrorInfo.FIELDS)
+        and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
     ):
         return None
     return doc

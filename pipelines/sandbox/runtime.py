@@ -2,9 +2,9 @@
 
 The standard library (without third-party package dirs inside it), time zone data, three
 devices, the package dirs of modules the caller explicitly allowed, and (added where the
-view is built) the shared libraries the process has loaded. Python may live under the user's home (pyenv, a venv): only its runtime
-dirs are in view, never the home. `_root.enter_private_root` binds these, read-only, into
-an empty root of the program's own.
+view is built) the shared libraries the process has loaded. Python may live under the
+user's home (pyenv, a venv): only its runtime dirs are in view, never the home.
+`_root.enter_private_root` binds these, read-only, into an empty root of the program's own.
 """
 
 from __future__ import annotations
