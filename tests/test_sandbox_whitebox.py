@@ -94,7 +94,9 @@ def test_the_callers_files_cannot_change_in_content_or_metadata(
     bare: Sandbox, victim: Path
 ) -> None:
     before = victim.stat()
-    tried = solve(bare, f"""
+    tried = solve(
+        bare,
+        f"""
 def solution():
     path = {str(victim)!r}
     return {{
@@ -107,7 +109,8 @@ def solution():
         "chmod a view file": attempt(lambda: os.chmod(os.__file__, 0o777)),
         "fchmod": attempt(lambda: os.fchmod(os.open(os.__file__, os.O_RDONLY), 0o777)),
     }}
-""")
+""",
+    )
     assert isinstance(tried, dict) and "done" not in tried.values(), tried
     after = victim.stat()
     assert stat.S_IMODE(after.st_mode) == 0o600 and after.st_mtime == before.st_mtime
@@ -118,7 +121,9 @@ def solution():
 def test_nothing_outside_the_view_can_be_stated_watched_or_listed(
     bare: Sandbox, victim: Path
 ) -> None:
-    tried = solve(bare, f"""
+    tried = solve(
+        bare,
+        f"""
 def solution():
     return {{
         "stat a host file": attempt(lambda: os.stat({str(victim)!r})),
@@ -131,7 +136,8 @@ def solution():
         "listmount": raw("listmount", 0, 0, 0, 0),
         "statmount": raw("statmount", 0, 0, 0, 0),
     }}
-""")
+""",
+    )
     assert isinstance(tried, dict)
     for what, outcome in tried.items():
         assert outcome != "done" and not (isinstance(outcome, int) and outcome >= 0), (
@@ -143,7 +149,9 @@ def solution():
 
 def test_memory_outside_the_address_space_limit_cannot_be_had(bare: Sandbox) -> None:
     """SysV shared memory, memfd, POSIX queues, pipes: memory RLIMIT_AS does not count."""
-    tried = solve(bare, """
+    tried = solve(
+        bare,
+        """
 def solution():
     big = 512 << 20
     return {
@@ -154,7 +162,8 @@ def solution():
         "memfd": raw("memfd_create", b"m", 0),
         "pipe": raw("pipe2", (ctypes.c_int * 2)(), 0),
     }
-""")
+""",
+    )
     assert tried == {k: -1 for k in ("shmget", "semget", "msgget", "mq_open", "memfd", "pipe")}
     # And what RLIMIT_AS does count still stops at the limit.
     result = bare.run(
@@ -166,7 +175,9 @@ def solution():
 
 
 def test_per_user_and_machine_wide_quotas_cannot_be_used_up(bare: Sandbox) -> None:
-    tried = solve(bare, """
+    tried = solve(
+        bare,
+        """
 def solution():
     return {
         "inotify x200": sorted({raw("inotify_init1", 0) for _ in range(200)}),
@@ -177,7 +188,8 @@ def solution():
         "io_setup": raw("io_setup", 65536, ctypes.byref(ctypes.c_ulong())),
         "io_uring": raw("io_uring_setup", 8, ctypes.create_string_buffer(120)),
     }
-""")
+""",
+    )
     assert tried == {
         "inotify x200": [-1], "timer_create x1000": [-1], "timerfd": -1, "eventfd": -1,
         "io_setup": -1, "io_uring": -1,
@@ -223,7 +235,9 @@ def test_no_run_can_make_a_later_run_fail(bare: Sandbox) -> None:
     own = sorted(str(p) for p in SANDBOX_CODE.glob("*.py"))
     modes = {p: os.stat(p).st_mode for p in own}
     try:
-        tried = solve(bare, f"""
+        tried = solve(
+            bare,
+            f"""
 def solution():
     out = []
     for path in {own!r}:
@@ -232,7 +246,8 @@ def solution():
     for path in (os.__file__, os.path.dirname(os.__file__)):
         out.append(attempt(lambda: os.chmod(path, 0)))
     return sorted(set(out))
-""")
+""",
+        )
         assert "done" not in tried, tried  # type: ignore[operator]
     finally:
         for path, mode in modes.items():
@@ -290,16 +305,21 @@ def solution():
 
 
 def test_signals_and_sockets_stay_refused_by_the_allow_list(bare: Sandbox) -> None:
-    tried = solve(bare, """
+    tried = solve(
+        bare,
+        """
 def solution():
     return [raw("socket", 2, 1, 0), raw("kill", 1, 0), raw("ioctl", 0, 0x5412, b"x")]
-""")
+""",
+    )
     assert tried == [-1, -1, -1]
 
 
 def test_what_a_program_needs_still_works_under_the_allow_list(bare: Sandbox) -> None:
     """Threads, scratch files, time, randomness: the calls a Python program makes."""
-    tried = solve(bare, """
+    tried = solve(
+        bare,
+        """
 import threading, time, random, tempfile
 def solution():
     out = []
@@ -312,6 +332,7 @@ def solution():
     time.sleep(0.01)
     return [out[0], open("/tmp/b.txt").read(), len(os.urandom(8)), os.getcwd(),
             os.isatty(0), random.random() < 1]
-""")
+""",
+    )
     assert tried == [499500, "한글", 8, "/tmp", False, True]
     _ = time  # the programs sleep; the host does not

@@ -459,8 +459,8 @@ def _parse_report(raw: bytes) -> dict[str, Any] | None:
 
     The program can write on the report's pipe itself, so nothing is taken on trust: valid
     UTF-8 and strict JSON (no NaN or Infinity, which json would accept and print back as
-    invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong, the error's fields
-    as text."""
+    invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong,
+    the error's fields as text."""
     try:
         doc = json.loads(
             raw.decode("utf-8"),
