@@ -155,6 +155,73 @@ def fork_loop_cpu_ms(walls: bool, runs: int = 2000) -> float:
     return float(out.stdout)
 
 
+# The private root, built ourselves (as the zygote does, after importing the allowed modules)
+# or by bubblewrap wrapping the interpreter: the same view, timed as whole processes.
+PRELOAD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+for name in sys.argv[1].split(","):
+    __import__(name)
+if len(sys.argv) > 3:
+    import _root
+    view = json.loads(sys.argv[3])
+    start = time.perf_counter()
+    _root.enter_private_root(view["readable"], view["hidden"])
+    print((time.perf_counter() - start) * 1000)
+"""
+
+
+def private_root_costs(trials: int = 20) -> dict[str, Any]:
+    """Whole-process ms (p50) of: an interpreter importing the allowed modules; the same that
+    then builds the private root itself; the same started inside bubblewrap's root of the
+    same view (Debian's `bubblewrap`, if installed). The root's cost is the difference."""
+    import os
+    import shutil
+
+    import pipelines.sandbox
+    from pipelines.sandbox.runtime import hidden_paths, readable_paths
+
+    modules = ",".join(Limits().allowed_modules)
+    here = str(Path(pipelines.sandbox.__file__).parent)
+    readable, hidden = readable_paths(), hidden_paths()
+    view = json.dumps({"readable": readable, "hidden": hidden})
+    python = os.path.realpath(sys._base_executable)  # type: ignore[attr-defined]
+    base = [python, "-I", "-S", "-c", PRELOAD, modules, here]
+
+    def wall(argv: list[str]) -> float:
+        return percentiles(timed(lambda: subprocess.run(argv, check=True, capture_output=True),
+                                 trials))["p50_ms"]  # fmt: skip
+
+    inside = [
+        float(subprocess.run([*base, view], check=True, capture_output=True, text=True).stdout)
+        for _ in range(trials)
+    ]
+    out: dict[str, Any] = {
+        "interpreter and allowed modules": wall(base),
+        "... then the private root, built here": wall([*base, view]),
+        "private root alone (timed inside)": percentiles(inside)["p50_ms"],
+    }
+    bwrap = shutil.which("bwrap")
+    if bwrap:
+        # bubblewrap starts the interpreter inside the root, so it cannot know which shared
+        # libraries the interpreter will load: it binds all of them.
+        binds = ["--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent"]
+        needs = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", os.path.dirname(python),
+                 f"{sys.base_prefix}/lib", here]  # fmt: skip
+        for path in dict.fromkeys([*readable, *needs]):
+            if os.path.islink(path):
+                binds += ["--symlink", os.readlink(path), path]
+            elif path.startswith("/dev/"):
+                binds += ["--dev-bind", path, path]
+            elif os.path.exists(path):
+                binds += ["--ro-bind", path, path]
+        for path in hidden:
+            binds += ["--tmpfs", path]
+        binds += ["--tmpfs", "/tmp", "--chdir", "/tmp"]
+        out["... inside bubblewrap's root of the same view"] = wall([bwrap, *binds, "--", *base])
+    return out
+
+
 def throughput(run_one: Callable[[], None], seconds: float = 5.0, threads: int = 2) -> float:
     done = [0]
     stop = time.perf_counter() + seconds
@@ -184,6 +251,7 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         "in-process exec (no isolation)": percentiles(in_process_exec(runs)),
     }
     cold = percentiles(first_run(20))
+    roots = private_root_costs()
     rates = {}
     for name, fork_server in (("fork server", True), ("per-run worker", False)):
         with Sandbox(Limits(), workers=2, fork_server=fork_server) as sb:
@@ -219,6 +287,7 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         "throughput_vs_subprocess": round(ratio, 2),
         "fork_loop_cpu_ms_per_run": {"bare": round(bare_ms, 3), "walls": round(walled_ms, 3)},
         "floors": floors,
+        "private_root_p50_ms": roots,
     }
     (out_dir / "sandbox.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
@@ -249,6 +318,13 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         f"everything; a fork of the interpreter with the allowed modules that runs the program "
         f"and exits costs {bare_ms:.2f} ms bare and {walled_ms:.2f} ms with the walls (but the "
         f"pid namespace), before any host.",
+        "",
+    ]
+    plain = roots["interpreter and allowed modules"]
+    lines += [
+        "| private root, once per zygote (whole process) | p50 ms | vs no root |",
+        "|---|---:|---:|",
+        *(f"| {name} | {ms:.2f} | {ms / plain:.2f}x |" for name, ms in roots.items()),
         "",
     ]
     (out_dir / "sandbox.md").write_text("\n".join(lines))
