@@ -155,7 +155,7 @@ def test_sandbox_check_shows_every_wall_holding(capsys: pytest.CaptureFixture[st
     walls = {w["wall"]: w for w in report["walls"]}
     assert list(walls) == list(
         ("private root", "uid", "namespaces", "scratch", "capabilities", "landlock", "rlimits",
-         "seccomp")
+         "seccomp", "memory")
     )  # fmt: skip
     assert all(w["state"] == "ok" for w in walls.values())
     assert "/proc is absent" in walls["private root"]["detail"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.sandbox import Limits, Sandbox
+from pipelines.sandbox.cgroups import find_layout
 from tests.conftest import needs_walls
 
 pytestmark = needs_walls
@@ -172,6 +173,26 @@ def solution():
     )
     assert not result.ok and result.error is not None
     assert result.error.type in ("OSError", "MemoryError"), result.error
+
+
+def test_the_memory_wall_counts_what_the_address_space_limit_does_not() -> None:
+    """Pages of the scratch tmpfs are memory the kernel holds for the run, outside RLIMIT_AS.
+    With a cgroup per run (root here) the run is stopped at its memory limit; without one
+    (no delegated cgroups) only the scratch size caps them, and the sandbox says so."""
+    program = (
+        "def solution():\n    with open('/tmp/big', 'wb') as f:\n"
+        "        for _ in range(200):\n            f.write(b'x' * (1 << 20))\n    return 200"
+    )
+    with Sandbox(Limits(memory_mb=64, scratch_mb=256, timeout=10), workers=0) as sandbox:
+        result = sandbox.run(program)
+        wall = sandbox.memory_wall
+    if find_layout()[0] is not None:  # cgroups are ours to make (root here)
+        assert wall.startswith("cgroup v"), wall
+        assert result.killed == "memory" and result.error is not None
+        assert result.error.type == "MemoryLimit"
+    else:
+        assert wall.startswith("RLIMIT_AS only"), wall
+        assert result.ok and result.result == 200  # the hole, as documented (README Limits)
 
 
 def test_per_user_and_machine_wide_quotas_cannot_be_used_up(bare: Sandbox) -> None:

@@ -24,7 +24,7 @@ State = Literal["ok", "missing", "failed", "not tried"]
 # In the order a run builds them (see _worker.py and _zygote.py).
 WALLS = (
     "private root", "uid", "namespaces", "scratch", "capabilities", "landlock", "rlimits",
-    "seccomp",
+    "seccomp", "memory",
 )  # fmt: skip
 
 PROBE = """\
@@ -121,6 +121,7 @@ CAPGET = {"x86_64": 125, "aarch64": 90}
 
 
 def _probe(fork_server: bool) -> tuple[dict | None, BaseException | None, str]:
+    """The probe's view from inside, the failure if any, and the engine and memory wall."""
     from pipelines.sandbox import _walls
     from pipelines.sandbox.sandbox import Sandbox
 
@@ -129,6 +130,8 @@ def _probe(fork_server: bool) -> tuple[dict | None, BaseException | None, str]:
                      python_layers=False) as sandbox:  # fmt: skip
             result = sandbox.run(PROBE.replace("CAPGET", str(CAPGET[_walls.MACHINE])))
             engine = sandbox.engine
+            if isinstance(result.result, dict):
+                result.result["memory_wall"] = sandbox.memory_wall
     except (SandboxUnavailableError, SandboxError) as exc:
         return None, exc, ""
     if not result.ok or not isinstance(result.result, dict):
@@ -152,6 +155,7 @@ def _states_from_inside(seen: dict, abi: int) -> dict[str, WallState]:
         "landlock": f"ABI {abi}; writing to /dev/zero: {allowed('write_device')}",
         "rlimits": f"memory {seen['memory'] >> 20} MiB, {seen['files']} files, {seen['cpu']} s CPU",
         "seccomp": f"socket(): {allowed('socket')}, fork(): {allowed('fork')}",
+        "memory": seen["memory_wall"],
     }
     return {
         wall: WallState(wall=wall, state="failed" if "(!)" in d else "ok", detail=d)

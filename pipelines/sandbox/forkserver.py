@@ -288,6 +288,17 @@ class ForkedWorker(RunProcess):
             os.close(self.stdin_w)
             self.stdin_w = None
 
+    @property
+    def child_pid(self) -> int | None:
+        """`pid` is the zygote's view; the pidfd's NSpid, at this process's own depth, is
+        ours (the host may itself be in a pid namespace below /proc's: the red-team guard)."""
+        if self.pidfd is None:
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            depth = len(_nspid(Path("/proc/self/status").read_text())) - 1
+            return _nspid(Path(f"/proc/self/fdinfo/{self.pidfd}").read_text())[depth]
+        return None
+
     def _output_fds(self) -> tuple[int, int]:
         return self.out_r, self.err_r
 
@@ -323,3 +334,13 @@ class ForkedWorker(RunProcess):
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.stdin_w = None
+        self._release_cgroup()
+
+
+def _nspid(text: str) -> list[int]:
+    """The NSpid line of a status or pidfd fdinfo: the pid in each pid namespace, outermost
+    (that of the /proc mount) first."""
+    for line in text.splitlines():
+        if line.startswith("NSpid:"):
+            return [int(n) for n in line.split()[1:]]
+    raise ValueError("no NSpid line")

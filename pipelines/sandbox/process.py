@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.errors import LlamapipeError, UnsupportedSystemError
+from pipelines.sandbox.cgroups import RunCgroup
 from pipelines.sandbox.limits import ALLOW_SETTING, Limits
 from pipelines.sandbox.result import ErrorInfo, Killed, SandboxResult
 from pipelines.sandbox.runtime import hidden_paths, readable_paths, sys_path_for
@@ -125,9 +126,20 @@ class RunProcess:
 
     isolation: Isolation
     result_fd: int
+    cgroup: RunCgroup | None = None  # its own, where the memory wall is a cgroup
+
+    @property
+    def child_pid(self) -> int | None:
+        """The pid (in the host's namespace) of the process that runs the program."""
+        raise NotImplementedError
 
     def _send_program(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def _release_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def _output_fds(self) -> tuple[int, int]:
         """(stdout, stderr) read ends."""
@@ -185,6 +197,8 @@ class RunProcess:
         else:
             returncode = 0  # it reported and closed its pipes; the reaper collects it
         stdout, stderr = (bytes(b) for b in streams.values())
+        if killed is None and returncode != 0 and self.cgroup and self.cgroup.oom_killed():
+            killed = "memory"  # the kernel stopped it at its cgroup's memory limit
         return _build_result(
             bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
         )
@@ -220,6 +234,11 @@ class Worker(RunProcess):
             os.close(write_fd)
         self.result_fd = read_fd
         self.inner: int | None = None  # pidfd of the process that runs the program (walls on)
+        self.inner_pid: int | None = None
+
+    @property
+    def child_pid(self) -> int | None:
+        return self.inner_pid
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         try:
@@ -257,6 +276,7 @@ class Worker(RunProcess):
         if parent != self.proc.pid:
             os.close(pidfd)
             return None
+        self.inner_pid = int(digits)
         return pidfd
 
     def _stderr_now(self) -> str:
@@ -299,6 +319,7 @@ class Worker(RunProcess):
         self.kill()
         try:
             self.proc.wait(timeout=5)
+            self._release_cgroup()
         except subprocess.TimeoutExpired:  # the outside half is stuck: stop the group
             self._kill_group()
             self.proc.wait()
@@ -401,6 +422,12 @@ def _build_result(
         error = ErrorInfo(
             type="OutputLimit",
             message=f"the program wrote more than {limits.output_kb} KiB and was stopped",
+        )
+    elif killed == "memory":
+        error = ErrorInfo(
+            type="MemoryLimit",
+            message=f"the program used more than {limits.memory_mb} MiB of memory (all of it, "
+            "as its cgroup counts: heap, scratch files, kernel buffers) and was stopped",
         )
     elif doc is not None:
         ok, result = bool(doc["ok"]), doc["result"]

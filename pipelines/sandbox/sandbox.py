@@ -20,6 +20,7 @@ import threading
 import time
 
 from pipelines.errors import LlamapipeError
+from pipelines.sandbox.cgroups import RunCgroups, find_layout
 from pipelines.sandbox.forkserver import ForkedWorker, ForkServer
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.process import (
@@ -70,6 +71,8 @@ class Sandbox:
         self.python_layers = python_layers
         self.fork_server = fork_server and isolation == "linux"
         self.engine = "not started"  # "fork server", or "per-run worker (why)"
+        self.memory_wall = "not started"  # a cgroup per run, or RLIMIT_AS only (why)
+        self._cgroups: RunCgroups | None = None
         self._server: ForkServer | None = None
         self._restart_lock = threading.Lock()
         self._ready: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
@@ -96,6 +99,7 @@ class Sandbox:
                 return
             if self.isolation == "linux":
                 check_system()
+                self._start_memory_wall()
             self._start_engine()
             first = self._new()
             self._started = True
@@ -106,6 +110,39 @@ class Sandbox:
                     target=self._fill, name="llamapipe-sandbox-pool", daemon=True
                 )
                 self._filler.start()
+
+    def _start_memory_wall(self) -> None:
+        layout, why = find_layout()
+        if layout is not None:
+            try:
+                self._cgroups = RunCgroups(
+                    layout, self.limits.memory_mb << 20, self.limits.threads + 1
+                )
+            except OSError as exc:
+                why = f"cannot set up cgroups ({exc.strerror})"
+        if self._cgroups is not None:
+            self.memory_wall = self._cgroups.description
+        else:
+            self.memory_wall = (
+                f"RLIMIT_AS only ({why}); the calls that allocate outside it are refused"
+            )
+
+    def _contain(self, worker: RunProcess) -> RunProcess:
+        """Put a walled child in its own cgroup before its program arrives."""
+        if self._cgroups is None:
+            return worker
+        pid = worker.child_pid
+        try:
+            if pid is None:
+                raise OSError(0, "the walled child's pid is not known")
+            worker.cgroup = self._cgroups.place(pid)
+        except OSError as exc:
+            worker.dispose()
+            raise SandboxUnavailableError(
+                f"cannot build the sandbox's memory cgroup wall: {exc.strerror or exc}",
+                hint=f"{CHECK}; {UNSAFE}",
+            ) from None
+        return worker
 
     def _start_engine(self) -> None:
         if not self.fork_server:
@@ -126,10 +163,10 @@ class Sandbox:
         if self._server is not None:
             if not self._server.alive and not self._closed:
                 self._restart_server()
-            return self._server.spawn()
+            return self._contain(self._server.spawn())
         worker = Worker(self.limits, self.isolation, self.python_layers)
         worker.wait_ready()
-        return worker
+        return self._contain(worker)
 
     @staticmethod
     def _discard(worker: RunProcess) -> None:
@@ -191,6 +228,8 @@ class Sandbox:
         reaper.drain()
         if self._server is not None:
             self._server.close()
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     def _dispose_ready(self) -> None:
         while True:
