@@ -198,6 +198,8 @@ CASES: dict[str, Case] = {
     "sandbox run: negative timeout": Case(
         ["sandbox", "run", "p.py", "--timeout", "-1", "--json"], setup=files(p_dot_py="x = 1\n")
     ),
+    "sandbox check: an argument it does not take": Case(["sandbox", "check", "now", "--json"]),
+    "sandbox check: an unknown flag": Case(["sandbox", "check", "--fast"]),
     "sandbox run: zero memory": Case(
         ["sandbox", "run", "p.py", "--memory", "0", "--json"], setup=files(p_dot_py="x = 1\n")
     ),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sandbox import Limits, Sandbox, _root, _worker
+from pipelines.sandbox import Limits, Sandbox, _root, _uidmap, _worker
 from pipelines.sandbox.runtime import hidden_paths, readable_paths, stdlib_roots
 from tests.cli_helpers import run_cli
 from tests.conftest import needs_walls
@@ -44,6 +44,14 @@ for fork_server in (True, False):
         out.append([sb.engine, r.ok, r.result, r.error and r.error.message])
 print(json.dumps({"stdlib": sys.prefix, "runs": out}))
 """
+
+
+def program_uid() -> int:
+    """The uid a program sees inside: nobody for root, else the subordinate uid's inside
+    number where the system has subordinate ids and newuidmap, else the caller's."""
+    if os.geteuid() == 0:
+        return 65534
+    return _uidmap.INSIDE if _uidmap.subordinate_ids() else os.geteuid()
 
 
 def _copy_interpreter(home: Path) -> Path:
@@ -82,7 +90,7 @@ def test_a_python_under_a_home_the_sandbox_uid_cannot_enter(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["stdlib"] == str(python.parents[1])  # it really is the copy's stdlib
-    uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    uid = program_uid()
     for engine, ok, result, error in report["runs"]:
         assert ok, (engine, error)
         if len(result) == 3 and result[2] == 42:
@@ -159,8 +167,10 @@ def test_sandbox_check_shows_every_wall_holding(capsys: pytest.CaptureFixture[st
     )  # fmt: skip
     assert all(w["state"] == "ok" for w in walls.values())
     assert "/proc is absent" in walls["private root"]["detail"]
-    uid = 65534 if os.geteuid() == 0 else os.geteuid()
-    assert walls["uid"]["detail"] == f"programs run as uid {uid}"
+    if os.geteuid() == 0:
+        assert walls["uid"]["detail"] == "programs run as uid 65534 (nobody)"
+    elif _uidmap.subordinate_ids():
+        assert "a subordinate uid that owns nothing" in walls["uid"]["detail"]
     assert "socket(): EPERM" in walls["seccomp"]["detail"]
     assert [e["engine"] for e in report["engines"] if e["ok"]] == ["fork server", "per-run worker"]
     code, out, _ = run_cli(capsys, "sandbox", "check").__dict__.values()

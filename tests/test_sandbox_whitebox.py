@@ -4,8 +4,9 @@ Each class of attack a white-box review found against the earlier walls (a copy 
 mount table, a seccomp deny list, RLIMIT_AS as the only memory limit, a module-global audit
 list) has a test here. The programs run with the Python layers off, so the OS walls alone
 must hold; their targets live outside /tmp (each run's scratch tmpfs hides /tmp, so a
-target there proves nothing) and belong to the uid the programs run as, so file modes do not
-stop them either. CI runs this file as root and as an unprivileged user.
+target there proves nothing). For a root caller they belong to `nobody`, whom its programs
+run as, so file modes do not stop them; a normal user's programs run as a subordinate uid
+(or, without one, as the caller). CI runs this file as root and as an unprivileged user.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.conftest import needs_walls
 pytestmark = needs_walls
 
 SANDBOX_CODE = Path(__file__).resolve().parents[1] / "pipelines" / "sandbox"
-PROGRAM_UID = 65534 if os.geteuid() == 0 else os.geteuid()  # whom the programs run as
+PROGRAM_UID = 65534  # whom a root caller's programs run as: its victims are theirs
 # System call numbers the programs use through ctypes.
 NR = {
     "x86_64": {"inotify_init1": 294, "inotify_add_watch": 254, "shmget": 29, "shmat": 30,

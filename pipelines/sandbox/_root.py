@@ -26,8 +26,9 @@ import os
 import struct
 
 try:  # loaded as part of the package (the host's `sandbox check`), or top-level (the worker)
-    from . import _walls
+    from . import _uidmap, _walls
 except ImportError:
+    import _uidmap  # type: ignore[no-redef]
     import _walls  # type: ignore[no-redef]
 
 libc = _walls.libc
@@ -60,7 +61,7 @@ def enter_private_root(readable: list[str], hidden: list[str]) -> int:
         proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         readable = [*readable, *mapped_files()]
     try:
-        _own_mount_namespace(proc)
+        ids = _own_mount_namespace(proc)
         old_umask = os.umask(0o022)  # whatever the caller's umask, `nobody` may traverse
         try:
             with _walls.step(WALL, "making the new root's dirs and links"):
@@ -69,6 +70,8 @@ def enter_private_root(readable: list[str], hidden: list[str]) -> int:
             os.umask(old_umask)
         with _walls.step(WALL, "moving into the new root"):
             _pivot()
+        if ids is not None:
+            _uidmap.become_inside_user()
     except BaseException:
         os.close(proc)
         raise
@@ -90,15 +93,22 @@ def mapped_files() -> list[str]:
     return list(found)
 
 
-def _own_mount_namespace(proc: int) -> None:
-    # Real root needs no user namespace for this, and keeps the right to read a Python that
-    # only root may reach; anyone else gets a user namespace that owns the mount namespace.
-    flags = _walls.CLONE_NEWNS
-    if os.geteuid() != 0:
-        flags |= _walls.CLONE_NEWUSER
-    _walls.enter_namespaces(flags, proc)
+def _own_mount_namespace(proc: int) -> _uidmap.SubIds | None:
+    """A mount namespace of its own. Real root needs no user namespace for it, and keeps the
+    right to read a Python only root may reach; anyone else gets a user namespace that owns
+    it: mapped to a subordinate uid where the system has them (returned), else to itself."""
+    ids = _uidmap.subordinate_ids()
+    if ids is not None:
+        if not _uidmap.enter_mapped_user_namespace(ids, _walls.CLONE_NEWNS, proc):
+            ids = None
+    else:
+        flags = _walls.CLONE_NEWNS
+        if os.geteuid() != 0:
+            flags |= _walls.CLONE_NEWUSER
+        _walls.enter_namespaces(flags, proc)
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise _fail("making / private")
+    return ids
 
 
 def _chain(path: str) -> tuple[list[tuple[str, str]], str]:

@@ -127,8 +127,12 @@ def enter_namespaces(flags: int, proc: int) -> None:
             "namespaces",
             f"unshare({_flag_names(flags)}) failed: {os.strerror(code)} (errno {code}){hint}",
         )
-    if not flags & CLONE_NEWUSER:
-        return
+    if flags & CLONE_NEWUSER:
+        write_id_maps(proc, uid, gid)
+
+
+def write_id_maps(proc: int, uid: int, gid: int) -> None:
+    """Map `uid` and `gid` to themselves in the user namespace just made (through `proc`)."""
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
                        ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
         try:

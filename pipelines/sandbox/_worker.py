@@ -91,7 +91,7 @@ def serve(cfg: dict) -> None:
 
 
 # The sandbox's own modules, as the worker and the zygote import them (top-level).
-OWN_MODULES = ("_worker", "_walls", "_root", "_seccomp", "_zygote")
+OWN_MODULES = ("_worker", "_walls", "_root", "_seccomp", "_uidmap", "_zygote")
 
 
 def _forget_the_sandbox_modules() -> None:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from pipelines.sandbox import _uidmap
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.process import SandboxError, SandboxUnavailableError
 
@@ -148,7 +149,7 @@ def _states_from_inside(seen: dict, abi: int) -> dict[str, WallState]:
     caps = "none" if seen["capabilities"] == 0 else f"{seen['capabilities']:#x} (!)"
     details = {
         "private root": f"/ holds only {', '.join(seen['root'])}; /proc {proc}",
-        "uid": f"programs run as uid {seen['uid']}",
+        "uid": _uidmap.describe_program_uid(seen["uid"]),
         "namespaces": f"pid {seen['pid']} of its own pid namespace",
         "scratch": f"writes go to {seen['cwd']}; elsewhere: {allowed('write_outside')}",
         "capabilities": f"effective capabilities: {caps}",
