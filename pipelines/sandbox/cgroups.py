@@ -18,7 +18,6 @@ Host side only; the cgroup files are not in the program's view.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
 import threading
@@ -85,7 +84,8 @@ class RunCgroups:
         self.layout = layout
         self.memory_bytes = memory_bytes
         self.processes = processes
-        self._leftover: list[Path] = []  # runs whose cgroup was still busy when they ended
+        self._leftover: list[list[Path]] = []  # cgroups of runs still exiting
+        self._free: list[list[Path]] = []  # empty, limits set: ready for the next run
         self._lock = threading.Lock()
         if layout.version == 2:
             parent = layout.parents[0]
@@ -111,8 +111,23 @@ class RunCgroups:
         )
 
     def place(self, pid: int) -> RunCgroup:
-        """A cgroup of its own for the walled child `pid`, before its program arrives."""
+        """A cgroup of its own for the walled child `pid`, before its program arrives: an
+        empty one a finished run left (making one costs as much as moving the child), or a
+        new one."""
         self.sweep()
+        with self._lock:
+            dirs = self._free.pop() if self._free else None
+        if dirs is None:
+            dirs = self._make()
+        try:
+            for path in dirs:
+                (path / "cgroup.procs").write_text(str(pid))
+        except OSError:
+            self._discard(dirs)
+            raise
+        return RunCgroup(self, dirs, self._oom_kills(dirs))
+
+    def _make(self) -> list[Path]:
         name = f"llamapipe-{os.getpid()}-{next(self._counter)}"
         dirs = [parent / name for parent in self.layout.parents]
         made: list[Path] = []
@@ -123,69 +138,76 @@ class RunCgroups:
             memory, pids = dirs[0], dirs[-1]
             (memory / self.layout.memory_limit).write_text(str(self.memory_bytes))
             (pids / self.layout.pids_limit).write_text(str(self.processes))
-            for path in dirs:
-                (path / "cgroup.procs").write_text(str(pid))
         except OSError:
-            for path in made:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+            self._discard(made)
             raise
-        return RunCgroup(self, dirs)
+        return dirs
 
-    def forget(self, dirs: list[Path]) -> None:
+    def _oom_kills(self, dirs: list[Path]) -> int:
+        """How many times the kernel's OOM killer has acted in this cgroup (a count kept
+        across the runs that used it)."""
+        try:
+            text = (dirs[0] / self.layout.oom_file).read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    @staticmethod
+    def _empty(dirs: list[Path]) -> bool:
+        try:
+            return all(not (path / "cgroup.procs").read_text().strip() for path in dirs)
+        except OSError:
+            return False
+
+    def release(self, dirs: list[Path]) -> None:
+        """A run is over: its cgroup is reused once its process has gone."""
         with self._lock:
-            self._leftover += dirs
+            (self._free if self._empty(dirs) else self._leftover).append(dirs)
 
     def sweep(self) -> None:
-        """Remove the cgroups of runs that had not quite ended when they were let go."""
+        """Runs that had not quite ended when they were let go: reuse their cgroups now."""
         with self._lock:
             left, self._leftover = self._leftover, []
-        for path in left:
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    path.rmdir()
-                except OSError as exc:
-                    if exc.errno == errno.EBUSY:
-                        self.forget([path])
+            for dirs in left:
+                (self._free if self._empty(dirs) else self._leftover).append(dirs)
+
+    def _discard(self, dirs: list[Path]) -> None:
+        for path in dirs:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
     def close(self) -> None:
-        """At the end, every run has been stopped: wait a moment for the last to exit."""
+        """At the end, every run has been stopped: wait a moment for the last to exit, then
+        remove every cgroup this Sandbox made."""
         for _ in range(50):
             self.sweep()
             if not self._leftover:
-                return
+                break
             time.sleep(0.01)
+        with self._lock:
+            every, self._free, self._leftover = [*self._free, *self._leftover], [], []
+        for dirs in every:
+            self._discard(dirs)
 
 
 class RunCgroup:
     """One run's cgroup(s)."""
 
-    def __init__(self, owner: RunCgroups, dirs: list[Path]) -> None:
+    def __init__(self, owner: RunCgroups, dirs: list[Path], oom_before: int) -> None:
         self.owner = owner
         self.dirs = dirs
+        self.oom_before = oom_before
 
     def oom_killed(self) -> bool:
         """Whether the kernel stopped this run for passing its memory limit."""
-        try:
-            text = (self.dirs[0] / self.owner.layout.oom_file).read_text()
-        except OSError:
-            return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value) > 0
-        return False
+        return bool(self.dirs) and self.owner._oom_kills(self.dirs) > self.oom_before
 
     def remove(self) -> None:
-        """Remove it now, or soon (a child still exiting keeps it busy for a moment)."""
-        busy = []
-        for path in self.dirs:
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                busy.append(path)
-        if busy:
-            self.owner.forget(busy)
+        """The run is over: hand its cgroup back (removed, or reused, once it is empty)."""
+        if self.dirs:
+            self.owner.release(self.dirs)
         self.dirs = []
