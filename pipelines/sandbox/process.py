@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import math
 import os
 import queue
 import select
@@ -29,17 +28,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pipelines.errors import LlamapipeError, UnsupportedSystemError
 from pipelines.sandbox.cgroups import RunCgroup
 from pipelines.sandbox.limits import ALLOW_SETTING, Limits
-from pipelines.sandbox.result import ErrorInfo, Killed, SandboxResult
+from pipelines.sandbox.report import build_result
+from pipelines.sandbox.result import Isolation, Killed, SandboxResult
 from pipelines.sandbox.runtime import hidden_paths, readable_paths, sys_path_for
 
 WORKER = Path(__file__).with_name("_worker.py")
 UNPRIVILEGED_UID = 65534  # as in _walls: what a root caller's programs run as
-Isolation = Literal["linux", "unsafe"]
 READY_TIMEOUT = 30.0
 # Loaded before the walls go up so the program's imports (and lazy ones inside the
 # standard library) need no file access; not importable by the program unless allowed.
@@ -199,7 +198,7 @@ class RunProcess:
         stdout, stderr = (bytes(b) for b in streams.values())
         if killed is None and returncode != 0 and self.cgroup and self.cgroup.oom_killed():
             killed = "memory"  # the kernel stopped it at its cgroup's memory limit
-        return _build_result(
+        return build_result(
             bytes(result), stdout, stderr, killed, returncode, duration_ms, limits, self.isolation
         )
 
@@ -393,119 +392,3 @@ def _read_some(fd: int, n: int, timeout: float) -> bytes:
     if not poller.poll(timeout * 1000):
         return b""
     return os.read(fd, n)
-
-
-_SIGNALS = {int(s): s.name for s in signal.Signals}
-
-
-def _build_result(
-    raw: bytes,
-    stdout: bytes,
-    stderr: bytes,
-    killed: Killed | None,
-    returncode: int,
-    duration_ms: float,
-    limits: Limits,
-    isolation: Isolation,
-) -> SandboxResult:
-    out_cap = limits.output_kb << 10
-    doc = _parse_report(raw) if killed is None else None
-    error: ErrorInfo | None = None
-    ok = False
-    result: Any = None
-    if killed == "timeout":
-        error = ErrorInfo(
-            type="Timeout",
-            message=f"the program ran longer than {limits.timeout:g} s and was stopped",
-        )
-    elif killed == "output":
-        error = ErrorInfo(
-            type="OutputLimit",
-            message=f"the program wrote more than {limits.output_kb} KiB and was stopped",
-        )
-    elif killed == "memory":
-        error = ErrorInfo(
-            type="MemoryLimit",
-            message=f"the program used more than {limits.memory_mb} MiB of memory (all of it, "
-            "as its cgroup counts: heap, scratch files, kernel buffers) and was stopped",
-        )
-    elif doc is not None:
-        ok, result = bool(doc["ok"]), doc["result"]
-        error = ErrorInfo(**doc["error"]) if doc["error"] else None
-        if doc["memory"]:
-            killed = "memory"
-    elif raw.strip():
-        error = ErrorInfo(
-            type="ResultError", message="the program's report was malformed (it wrote on it)"
-        )
-    else:
-        signum = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
-        if signum == signal.SIGXCPU:
-            killed = "timeout"
-            message = f"the program used more than {limits.timeout:g} s of CPU and was stopped"
-        else:
-            killed = "signal"
-            name = _SIGNALS.get(signum, f"exit status {returncode}")
-            message = f"the program's process died ({name}) before reporting a result"
-        error = ErrorInfo(type="Killed", message=message)
-    return SandboxResult(
-        ok=ok and killed is None,
-        result=result,
-        stdout=stdout[:out_cap].decode("utf-8", "replace"),
-        stderr=stderr[:out_cap].decode("utf-8", "replace"),
-        error=error,
-        killed=killed,
-        duration_ms=round(duration_ms, 3),
-        isolation=isolation,
-    )
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        raise ValueError("a key is repeated")
-    return doc
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
-REPORT_KEYS = {"ok", "result", "error", "memory"}
-
-
-def _parse_report(raw: bytes) -> dict[str, Any] | None:
-    """The worker's JSON, checked for shape; None when it is missing or malformed.
-
-    The program can write on the report's pipe itself, so nothing is taken on trust: valid
-    UTF-8 and strict JSON (no NaN or Infinity, which json would accept and print back as
-    invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong,
-    the error's fields as text."""
-    try:
-        doc = json.loads(
-            raw.decode("utf-8"),
-            parse_constant=_no_constant,
-            parse_float=_finite,
-            object_pairs_hook=_unique,
-        )
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or set(doc) != REPORT_KEYS:
-        return None
-    if type(doc["ok"]) is not bool or type(doc["memory"]) is not bool:
-        return None
-    err = doc["error"]
-    if err is not None and not (
-        isinstance(err, dict)
-        and set(err) <= set(ErrorInfo.FIELDS)
-        and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
-    ):
-        return None
-    return doc

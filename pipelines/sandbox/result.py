@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 Killed = Literal["timeout", "memory", "output", "signal"]
+Isolation = Literal["linux", "unsafe"]
 
 
 class ErrorInfo(BaseModel):
@@ -32,7 +33,7 @@ class SandboxResult(BaseModel):
     error: ErrorInfo | None = None
     killed: Killed | None = None
     duration_ms: float
-    isolation: Literal["linux", "unsafe"] = "linux"
+    isolation: Isolation = "linux"
 
     @property
     def unsafe(self) -> bool:

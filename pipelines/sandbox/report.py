@@ -1,0 +1,132 @@
+"""What crosses back from a run: its report, parsed strictly, and how it ended, as a
+`SandboxResult`.
+
+The program can write on its report's pipe itself, so the host takes nothing on trust: only
+bytes cross, parsed as bounded, strict JSON of the expected shape; the host never unpickles
+anything or touches an object the program made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from typing import Any
+
+from pipelines.sandbox.limits import Limits
+from pipelines.sandbox.result import ErrorInfo, Isolation, Killed, SandboxResult
+
+_SIGNALS = {int(s): s.name for s in signal.Signals}
+
+
+def build_result(
+    raw: bytes,
+    stdout: bytes,
+    stderr: bytes,
+    killed: Killed | None,
+    returncode: int,
+    duration_ms: float,
+    limits: Limits,
+    isolation: Isolation,
+) -> SandboxResult:
+    out_cap = limits.output_kb << 10
+    doc = parse_report(raw) if killed is None else None
+    error: ErrorInfo | None = None
+    ok = False
+    result: Any = None
+    if killed == "timeout":
+        error = ErrorInfo(
+            type="Timeout",
+            message=f"the program ran longer than {limits.timeout:g} s and was stopped",
+        )
+    elif killed == "output":
+        error = ErrorInfo(
+            type="OutputLimit",
+            message=f"the program wrote more than {limits.output_kb} KiB and was stopped",
+        )
+    elif killed == "memory":
+        error = ErrorInfo(
+            type="MemoryLimit",
+            message=f"the program used more than {limits.memory_mb} MiB of memory (all of it, "
+            "as its cgroup counts: heap, scratch files, kernel buffers) and was stopped",
+        )
+    elif doc is not None:
+        ok, result = bool(doc["ok"]), doc["result"]
+        error = ErrorInfo(**doc["error"]) if doc["error"] else None
+        if doc["memory"]:
+            killed = "memory"
+    elif raw.strip():
+        error = ErrorInfo(
+            type="ResultError", message="the program's report was malformed (it wrote on it)"
+        )
+    else:
+        signum = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
+        if signum == signal.SIGXCPU:
+            killed = "timeout"
+            message = f"the program used more than {limits.timeout:g} s of CPU and was stopped"
+        else:
+            killed = "signal"
+            name = _SIGNALS.get(signum, f"exit status {returncode}")
+            message = f"the program's process died ({name}) before reporting a result"
+        error = ErrorInfo(type="Killed", message=message)
+    return SandboxResult(
+        ok=ok and killed is None,
+        result=result,
+        stdout=stdout[:out_cap].decode("utf-8", "replace"),
+        stderr=stderr[:out_cap].decode("utf-8", "replace"),
+        error=error,
+        killed=killed,
+        duration_ms=round(duration_ms, 3),
+        isolation=isolation,
+    )
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("a key is repeated")
+    return doc
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+REPORT_KEYS = {"ok", "result", "error", "memory"}
+
+
+def parse_report(raw: bytes) -> dict[str, Any] | None:
+    """The worker's JSON, checked for shape; None when it is missing or malformed.
+
+    The program can write on the report's pipe itself, so nothing is taken on trust: valid
+    UTF-8 and strict JSON (no NaN or Infinity, which json would accept and print back as
+    invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong,
+    the error's fields as text."""
+    try:
+        doc = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_float=_finite,
+            object_pairs_hook=_unique,
+        )
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or set(doc) != REPORT_KEYS:
+        return None
+    if type(doc["ok"]) is not bool or type(doc["memory"]) is not bool:
+        return None
+    err = doc["error"]
+    if err is not None and not (
+        isinstance(err, dict)
+        and set(err) <= set(ErrorInfo.FIELDS)
+        and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
+    ):
+        return None
+    return doc
