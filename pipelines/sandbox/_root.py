@@ -5,7 +5,9 @@ themselves in). Built once per zygote, or once per fresh worker, before anything
 
 1. a mount namespace of its own: as root, directly (real root can still read a Python that
    lives under a home nobody else may enter, such as /root/.pyenv); otherwise inside a new
-   user namespace that maps the caller's uid to itself;
+   user namespace that maps the caller's uid to itself, or, where the system has subordinate
+   ids, to inside uid 0 (uid 1 is a subordinate uid, which the process becomes once the
+   root is built: _uidmap);
 2. an empty tmpfs; every readable path, and every file the process has mapped (the
    interpreter and the shared libraries it and the preloaded modules loaded), is bound into
    it at its own absolute path, read-only, nosuid, nodev (symlinks on the way are made
