@@ -37,12 +37,12 @@ NR = {
                "semget": 64, "msgget": 68, "mq_open": 240, "timer_create": 222,
                "timerfd_create": 283, "io_setup": 206, "io_uring_setup": 425, "eventfd2": 290,
                "listmount": 458, "statmount": 457, "memfd_create": 319, "pipe2": 293,
-               "setxattr": 188, "ioctl": 16, "socket": 41, "kill": 62},
+               "setxattr": 188, "ioctl": 16, "socket": 41, "kill": 62, "sysinfo": 99},
     "aarch64": {"inotify_init1": 26, "inotify_add_watch": 27, "shmget": 194, "shmat": 196,
                 "semget": 190, "msgget": 186, "mq_open": 180, "timer_create": 107,
                 "timerfd_create": 85, "io_setup": 0, "io_uring_setup": 425, "eventfd2": 19,
                 "listmount": 458, "statmount": 457, "memfd_create": 279, "pipe2": 59,
-                "setxattr": 5, "ioctl": 29, "socket": 198, "kill": 129},
+                "setxattr": 5, "ioctl": 29, "socket": 198, "kill": 129, "sysinfo": 179},
 }[os.uname().machine]  # fmt: skip
 
 RAW = f"""
@@ -358,3 +358,61 @@ def solution():
     )
     assert tried == [499500, "한글", 8, "/tmp", False, True]
     _ = time  # the programs sleep; the host does not
+
+
+def test_no_channel_through_the_page_cache_of_shared_files(bare: Sandbox) -> None:
+    """fadvise (evict a stdlib file's pages) and preadv2 with RWF_NOWAIT (are they cached?)
+    carried bits between runs, zygotes and users; both are refused, as is sysinfo (the host's
+    task count)."""
+    tried = solve(
+        bare,
+        """
+def solution():
+    fd = os.open(os.__file__, os.O_RDONLY)
+    return [
+        attempt(lambda: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)),
+        attempt(lambda: os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)),
+        raw("sysinfo", ctypes.create_string_buffer(128)),
+        sys_argv(),
+    ]
+
+def sys_argv():
+    import sys
+    return sys.argv + sys.orig_argv
+""",
+    )
+    assert tried == ["EPERM", "EPERM", -1, ["<program>", "<program>"]]
+
+
+def test_text_that_is_not_unicode_comes_back_escaped_and_prints(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tests.cli_helpers import run_cli
+
+    program = tmp_path / "surrogate.py"
+    program.write_text('def solution():\n    return {"\\ud800": "a\\udfffb"}\n')
+    result = run_cli(capsys, "sandbox", "run", str(program), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["result"] == {"\\ud800": "a\\udfffb"}  # the escapes, as text
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["[" * 40 + "]" * 40, "[" + ",".join(["0"] * 150_000) + "]", str(1 << 200), '"\\ud800"'],
+    ids=["deeper than result_depth", "more than result_items", "an int past 128 bits",
+         "a lone surrogate"],
+)  # fmt: skip
+def test_a_forged_result_past_the_result_limits_is_refused(bare: Sandbox, forged: str) -> None:
+    code = f"""
+def solution():
+    forged = b'{{"ok": true, "result": {forged}, "error": null, "memory": false}}'
+    for fd in range(3, 64):
+        try:
+            os.write(fd, forged)
+        except OSError:
+            pass
+    os._exit(0)
+"""
+    result = bare.run(RAW + code)
+    assert not result.ok and result.error is not None
+    assert result.error.type == "ResultError", result.error

@@ -9,7 +9,9 @@ Left out on purpose, so they fail: sockets and every other way to talk to the wo
 processes and exec; mounts, namespaces and privilege changes; file metadata (chmod, chown,
 utimes, xattrs, inode flags); inotify and fanotify; timers and timerfd; SysV and POSIX IPC,
 memfd and pipes (memory the address-space limit does not count); AIO and io_uring; flock and
-fcntl locks; kill and its kin; the mount-inspection calls; anything newer than this list.
+fcntl locks; kill and its kin; the mount-inspection calls; fadvise and preadv2/pwritev2
+(whose RWF_NOWAIT tells, and fadvise sets, whether a shared file's pages are cached: a
+channel between runs); sysinfo (the host's task count and memory); anything newer.
 
 Four calls are allowed only with some arguments: clone only for a thread (clone3 answers
 ENOSYS so libc falls back to clone, whose flags the filter can see), prlimit64 only to read,
@@ -32,14 +34,14 @@ libc.prctl.restype = ctypes.c_int
 SYSCALLS = {
     "x86_64": {
         "read": 0, "write": 1, "readv": 19, "writev": 20, "pread64": 17, "pwrite64": 18,
-        "preadv": 295, "pwritev": 296, "preadv2": 327, "pwritev2": 328, "lseek": 8,
+        "preadv": 295, "pwritev": 296, "lseek": 8,
         "openat": 257, "open": 2, "close": 3, "close_range": 436, "fstat": 5,
         "newfstatat": 262, "stat": 4, "lstat": 6, "statx": 332, "getdents64": 217,
         "getdents": 78, "readlink": 89, "readlinkat": 267, "access": 21, "faccessat": 269,
         "faccessat2": 439, "getcwd": 79, "chdir": 80, "fchdir": 81, "mkdir": 83,
         "mkdirat": 258, "rmdir": 84, "unlink": 87, "unlinkat": 263, "rename": 82,
         "renameat": 264, "renameat2": 316, "symlink": 88, "symlinkat": 266, "truncate": 76,
-        "ftruncate": 77, "fsync": 74, "fdatasync": 75, "fallocate": 285, "fadvise64": 221,
+        "ftruncate": 77, "fsync": 74, "fdatasync": 75, "fallocate": 285,
         "dup": 32, "dup2": 33, "dup3": 292, "mmap": 9, "munmap": 11, "mprotect": 10,
         "mremap": 25, "brk": 12, "madvise": 28, "msync": 26, "rt_sigaction": 13,
         "rt_sigprocmask": 14, "rt_sigreturn": 15, "sigaltstack": 131, "rt_sigsuspend": 130,
@@ -49,7 +51,7 @@ SYSCALLS = {
         "clock_nanosleep": 230, "nanosleep": 35, "gettimeofday": 96, "time": 201, "times": 100,
         "getpid": 39, "getppid": 110, "getuid": 102, "geteuid": 107, "getgid": 104,
         "getegid": 108, "getgroups": 115, "getresuid": 118, "getresgid": 120, "getpgrp": 111,
-        "getpgid": 121, "getsid": 124, "uname": 63, "getrusage": 98, "sysinfo": 99,
+        "getpgid": 121, "getsid": 124, "uname": 63, "getrusage": 98,
         "getcpu": 309, "getrandom": 318, "umask": 95, "select": 23, "pselect6": 270, "poll": 7,
         "ppoll": 271, "restart_syscall": 219, "getrlimit": 97, "clone": 56, "clone3": 435,
         "prlimit64": 302, "ioctl": 16, "fcntl": 72, "capset": 126,
@@ -59,12 +61,12 @@ SYSCALLS = {
     },
     "aarch64": {
         "read": 63, "write": 64, "readv": 65, "writev": 66, "pread64": 67, "pwrite64": 68,
-        "preadv": 69, "pwritev": 70, "preadv2": 286, "pwritev2": 287, "lseek": 62,
+        "preadv": 69, "pwritev": 70, "lseek": 62,
         "openat": 56, "close": 57, "close_range": 436, "fstat": 80, "newfstatat": 79,
         "statx": 291, "getdents64": 61, "readlinkat": 78, "faccessat": 48, "faccessat2": 439,
         "getcwd": 17, "chdir": 49, "fchdir": 50, "mkdirat": 34, "unlinkat": 35, "renameat": 38,
         "renameat2": 276, "symlinkat": 36, "truncate": 45, "ftruncate": 46, "fsync": 82,
-        "fdatasync": 83, "fallocate": 47, "fadvise64": 223, "dup": 23, "dup3": 24, "mmap": 222,
+        "fdatasync": 83, "fallocate": 47, "dup": 23, "dup3": 24, "mmap": 222,
         "munmap": 215, "mprotect": 226, "mremap": 216, "brk": 214, "madvise": 233,
         "msync": 227, "rt_sigaction": 134, "rt_sigprocmask": 135, "rt_sigreturn": 139,
         "sigaltstack": 132, "rt_sigsuspend": 133, "futex": 98, "set_robust_list": 99,
@@ -73,7 +75,7 @@ SYSCALLS = {
         "clock_getres": 114, "clock_nanosleep": 115, "nanosleep": 101, "gettimeofday": 169,
         "times": 153, "getpid": 172, "getppid": 173, "getuid": 174, "geteuid": 175,
         "getgid": 176, "getegid": 177, "getgroups": 158, "getresuid": 148, "getresgid": 150,
-        "getpgid": 155, "getsid": 156, "uname": 160, "getrusage": 165, "sysinfo": 179,
+        "getpgid": 155, "getsid": 156, "uname": 160, "getrusage": 165,
         "getcpu": 168, "getrandom": 278, "umask": 166, "pselect6": 72, "ppoll": 73,
         "restart_syscall": 128, "getrlimit": 163, "clone": 220, "clone3": 435,
         "prlimit64": 261, "ioctl": 29, "fcntl": 25, "capset": 91,
@@ -87,13 +89,13 @@ MACHINE = platform.machine()
 
 ALLOWED = (
     # files and descriptors (which files: the private root, Landlock and the scratch tmpfs)
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
-    "preadv2", "pwritev2", "lseek", "openat", "open", "close", "close_range", "fstat",
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "lseek",
+    "openat", "open", "close", "close_range", "fstat",
     "newfstatat", "stat", "lstat", "statx", "getdents64", "getdents", "readlink",
     "readlinkat", "access", "faccessat", "faccessat2", "getcwd", "chdir", "fchdir", "mkdir",
     "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2", "symlink",
-    "symlinkat", "truncate", "ftruncate", "fsync", "fdatasync", "fallocate", "fadvise64",
-    "dup", "dup2", "dup3", "umask",
+    "symlinkat", "truncate", "ftruncate", "fsync", "fdatasync", "fallocate", "dup", "dup2",
+    "dup3", "umask",
     # memory (counted by RLIMIT_AS)
     "mmap", "munmap", "mprotect", "mremap", "brk", "madvise", "msync",
     # signals, to itself only
@@ -106,8 +108,8 @@ ALLOWED = (
     "times", "select", "pselect6", "poll", "ppoll",
     # what it may know of itself
     "getpid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid",
-    "getresgid", "getpgrp", "getpgid", "getsid", "uname", "getrusage", "sysinfo", "getcpu",
-    "getrandom", "getrlimit",
+    "getresgid", "getpgrp", "getpgid", "getsid", "uname", "getrusage", "getcpu", "getrandom",
+    "getrlimit",
 )  # fmt: skip
 
 CLONE_THREAD = 0x00010000

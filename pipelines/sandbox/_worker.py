@@ -83,6 +83,8 @@ def serve(cfg: dict) -> None:
         sys.addaudithook(audit)
     del audit
     _forget_the_sandbox_modules()
+    sys.argv[:] = [PROGRAM]  # the worker's config (host paths) is not the program's business
+    sys.orig_argv[:] = [PROGRAM]
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     report = run_program(request["code"], cfg)
@@ -288,13 +290,13 @@ def describe(exc: BaseException) -> dict:
         mine = [f for f in frames if f.filename == PROGRAM]
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(mine)]
         lines += traceback.format_exception_only(exc)
-        info["traceback"] = "".join(lines)[-8000:]
+        info["traceback"] = _unicode("".join(lines)[-8000:])
     return info
 
 
 def _safe_str(value: object) -> str:
     try:
-        return str(value)[:4000]
+        return _unicode(str(value)[:4000])
     except BaseException:
         return "<unprintable>"
 
@@ -309,8 +311,10 @@ def to_json(value: object, cfg: dict) -> object:
         if budget[0] < 0:
             raise ValueError("the result has too many items")
         t = type(v)
-        if v is None or t is bool or t is str:
+        if v is None or t is bool:
             return v
+        if t is str:
+            return _unicode(v)  # type: ignore[arg-type]
         if t is int:
             return v if v.bit_length() <= 128 else _text(v)  # type: ignore[attr-defined]
         if t is float:
@@ -321,7 +325,7 @@ def to_json(value: object, cfg: dict) -> object:
             return [walk(x, depth + 1) for x in v]  # type: ignore[attr-defined]
         if t is dict:
             return {
-                k if type(k) is str else _text(k): walk(x, depth + 1)
+                _unicode(k) if type(k) is str else _text(k): walk(x, depth + 1)
                 for k, x in v.items()  # type: ignore[attr-defined]
             }
         if t in (set, frozenset):
@@ -331,12 +335,21 @@ def to_json(value: object, cfg: dict) -> object:
     return walk(value, 0)
 
 
+def _unicode(text: str) -> str:
+    """Text JSON can carry as Unicode: a lone surrogate is shown as its escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _text(value: object) -> str:
     try:
         module = type(value).__module__
         if module in ("fractions", "decimal"):
             return str(value)
-        return repr(value)[:10000]
+        return _unicode(repr(value)[:10000])
     except BaseException:
         return "<unrepresentable value>"
 

@@ -30,7 +30,7 @@ def build_result(
     isolation: Isolation,
 ) -> SandboxResult:
     out_cap = limits.output_kb << 10
-    doc = parse_report(raw) if killed is None else None
+    doc = parse_report(raw, limits) if killed is None else None
     error: ErrorInfo | None = None
     ok = False
     result: Any = None
@@ -100,15 +100,49 @@ def _finite(text: str) -> float:
 
 
 REPORT_KEYS = {"ok", "result", "error", "memory"}
+INT_BITS = 128  # the worker sends larger integers as text
 
 
-def parse_report(raw: bytes) -> dict[str, Any] | None:
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # a lone surrogate (JSON's "\ud800") is not Unicode
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def within_limits(value: Any, limits: Limits) -> bool:
+    """The result holds what the worker's own walk lets through: nesting, item count, integer
+    size and valid text, each within `limits` (a program may forge its report)."""
+    budget = limits.result_items
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget -= 1
+        if budget < 0 or depth > limits.result_depth:
+            return False
+        if isinstance(item, str):
+            if not _valid_text(item):
+                return False
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > INT_BITS:
+                return False
+        elif isinstance(item, list):
+            stack += [(x, depth + 1) for x in item]
+        elif isinstance(item, dict):
+            if not all(_valid_text(k) for k in item):
+                return False
+            stack += [(x, depth + 1) for x in item.values()]
+    return True
+
+
+def parse_report(raw: bytes, limits: Limits) -> dict[str, Any] | None:
     """The worker's JSON, checked for shape; None when it is missing or malformed.
 
     The program can write on the report's pipe itself, so nothing is taken on trust: valid
     UTF-8 and strict JSON (no NaN or Infinity, which json would accept and print back as
     invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong,
-    the error's fields as text."""
+    the error's fields as valid text, and a result within the result limits."""
     try:
         doc = json.loads(
             raw.decode("utf-8"),
@@ -126,7 +160,9 @@ def parse_report(raw: bytes) -> dict[str, Any] | None:
     if err is not None and not (
         isinstance(err, dict)
         and set(err) <= set(ErrorInfo.FIELDS)
-        and all(isinstance(err.get(k), str) for k in ErrorInfo.FIELDS)
+        and all(isinstance(err.get(k), str) and _valid_text(err[k]) for k in ErrorInfo.FIELDS)
     ):
+        return None
+    if not within_limits(doc["result"], limits):
         return None
     return doc
