@@ -279,15 +279,12 @@ def solution():
     assert solve(bare, "def solution():\n    return 6 * 7") == 42
 
 
-@pytest.mark.parametrize("layers", [False, True], ids=["OS walls alone", "with Python layers"])
-@pytest.mark.parametrize("forged", ["NaN", "Infinity", "1e999", '"1", "ok": false'])
-def test_a_report_the_program_wrote_itself_is_checked(layers: bool, forged: str) -> None:
-    """The program may write on its report's pipe; the host accepts only a strict report."""
-    code = f"""
-import random
-os = random._os
+def forging(result: str) -> str:
+    """A program that writes a report of its own, with `result` as its JSON result, on every
+    descriptor it may hold (one is the report's pipe), then exits before the worker reports."""
+    return f"""
 def solution():
-    forged = b'{{"ok": true, "result": {forged}, "error": null, "memory": false}}'
+    forged = b'{{"ok": true, "result": {result}, "error": null, "memory": false}}'
     for fd in range(3, 64):
         try:
             os.write(fd, forged)
@@ -295,6 +292,13 @@ def solution():
             pass
     os._exit(0)
 """
+
+
+@pytest.mark.parametrize("layers", [False, True], ids=["OS walls alone", "with Python layers"])
+@pytest.mark.parametrize("forged", ["NaN", "Infinity", "1e999", '"1", "ok": false'])
+def test_a_report_the_program_wrote_itself_is_checked(layers: bool, forged: str) -> None:
+    """The program may write on its report's pipe; the host accepts only a strict report."""
+    code = "import random\nos = random._os\n" + forging(forged)
     with Sandbox(Limits(timeout=5), workers=0, python_layers=layers) as sandbox:
         result = sandbox.run(code)
     assert not result.ok and result.error is not None
@@ -403,16 +407,6 @@ def test_text_that_is_not_unicode_comes_back_escaped_and_prints(
          "a lone surrogate"],
 )  # fmt: skip
 def test_a_forged_result_past_the_result_limits_is_refused(bare: Sandbox, forged: str) -> None:
-    code = f"""
-def solution():
-    forged = b'{{"ok": true, "result": {forged}, "error": null, "memory": false}}'
-    for fd in range(3, 64):
-        try:
-            os.write(fd, forged)
-        except OSError:
-            pass
-    os._exit(0)
-"""
-    result = bare.run(RAW + code)
+    result = bare.run(RAW + forging(forged))
     assert not result.ok and result.error is not None
     assert result.error.type == "ResultError", result.error

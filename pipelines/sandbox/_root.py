@@ -37,7 +37,7 @@ libc = _walls.libc
 libc.umount2.restype = ctypes.c_int
 
 WALL = "private root"
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_NOSUID, MS_NODEV = 2, 4
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 MNT_DETACH = 2
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 1, 2, 4, 8

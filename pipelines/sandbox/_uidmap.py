@@ -118,12 +118,7 @@ def _uid_mapped(proc: int) -> bool:
 
 def become_inside_user() -> None:
     """After the root is built: uid and gid INSIDE for good (no capabilities left)."""
-    with _walls.step("uid", f"becoming the subordinate uid (uid {INSIDE} inside)"):
-        os.setgroups([])
-        os.setresgid(INSIDE, INSIDE, INSIDE)
-        os.setresuid(INSIDE, INSIDE, INSIDE)
-    # Changing uid made the process undumpable, which makes /proc/self/uid_map root's.
-    _walls.libc.prctl(_walls.PR_SET_DUMPABLE, 1, 0, 0, 0)
+    _walls.become(INSIDE, f"becoming the subordinate uid (uid {INSIDE} inside)")
 
 
 def describe_program_uid(inside: int) -> str:

@@ -93,14 +93,18 @@ UNPRIVILEGED_UID = 65534  # "nobody": what a root caller drops to before anythin
 
 def drop_root() -> None:
     """Started as root: become `nobody` for good before building anything."""
-    if os.geteuid() != 0:
-        return
-    with step("uid", f"becoming uid {UNPRIVILEGED_UID}"):
+    if os.geteuid() == 0:
+        become(UNPRIVILEGED_UID, f"becoming uid {UNPRIVILEGED_UID}")
+
+
+def become(uid: int, what: str) -> None:
+    """uid and gid `uid` for good, with no supplementary groups (and so no capabilities)."""
+    with step("uid", what):
         os.setgroups([])
-        os.setresgid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-        os.setresuid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-    if os.geteuid() == 0 or os.getuid() == 0:
-        raise WallError("uid", "could not drop root")
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if os.geteuid() != uid or os.getuid() != uid:
+        raise WallError("uid", f"{what}: the uid did not change")
     # Changing uid made the process undumpable, which makes /proc/self/uid_map root's.
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 

@@ -9,6 +9,7 @@ user's home (pyenv, a venv): only its runtime dirs are in view, never the home.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sysconfig
@@ -22,14 +23,20 @@ SYSTEM_READABLE = (
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
 
 
-def stdlib_roots() -> list[str]:
-    """The standard library's dir(s); not a venv's lib dir, which holds only site-packages."""
+@functools.cache
+def _stdlib_roots() -> tuple[str, ...]:
     roots = [sysconfig.get_path(key) for key in ("stdlib", "platstdlib")]
-    return [
+    return tuple(
         root
         for root in dict.fromkeys(r for r in roots if r and os.path.isdir(r))
         if any(entry.name not in _PACKAGE_DIRS for entry in os.scandir(root))
-    ]
+    )
+
+
+def stdlib_roots() -> list[str]:
+    """The standard library's dir(s); not a venv's lib dir, which holds only site-packages.
+    Read once per process: every worker's config needs it."""
+    return list(_stdlib_roots())
 
 
 def hidden_paths() -> list[str]:
@@ -75,10 +82,10 @@ def _inside(path: str, roots: list[str]) -> bool:
 
 def sys_path_for(extra_modules: tuple[str, ...] = ()) -> list[str]:
     """sys.path entries the worker needs (the worker runs with -I -S: stdlib only)."""
-    roots = stdlib_roots()
+    roots, hidden = stdlib_roots(), hidden_paths()
     entries = []
     for name in extra_modules:
         where = _module_location(name)
-        if where and not (_inside(where[1], roots) and where[1] not in hidden_paths()):
+        if where and not (_inside(where[1], roots) and where[1] not in hidden):
             entries.append(where[1])
     return list(dict.fromkeys(entries))
