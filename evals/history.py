@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.metrics import Scorer, lower_is_better
+from evals.metrics import lower_is_better
 from evals.spec import EvalSpec
 from evals.stats import bootstrap, bootstrap_means
 
@@ -50,6 +50,9 @@ def compare_runs(
     stats: dict[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """Per system and metric: previous score, now, difference, interval, regression flag."""
+    from evals.tasks import TASKS  # here: `load_history` alone needs no task
+
+    task = TASKS[spec.task]
     before = _outputs(out / previous_id)
     now: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -62,9 +65,8 @@ def compare_runs(
         if not ids:
             continue
         per_metric = {}
-        scorer = (
-            Scorer(spec.metrics or [], summary["tokenize"]) if spec.task == "translate" else None
-        )
+        make = task.corpus_scorer
+        scorer = make(spec.metrics or [], summary["tokenize"]) if make else None
         if scorer is not None:
             known = stats or {}
             cur = [

@@ -6,8 +6,8 @@ per system and item, appended as each finishes), then `summary.json`, `report.md
 resumes the unfinished run: finished lines are kept, a torn last line is cut, and the
 rest is produced (from the cache when the model had already answered).
 
-The runner drives every task alike (evals/tasks/: translate, dialog, pal, rag): it asks
-each system's missing items of the task, at most `concurrency` at once, and writes each
+The runner drives every task alike and knows none by name (evals/tasks/ registers them): it
+asks each system's missing items of the task, at most `concurrency` at once, and writes each
 result as one whole line from this one thread.
 """
 
@@ -20,10 +20,16 @@ from typing import Any
 
 from evals.cache import OutputCache
 from evals.context import ModelFactory, Progress, RunContext, backend_for, concurrency_for
-from evals.runs import Failures, append_line, finish_run, open_run, read_results
+from evals.runs import (
+    Failures,
+    append_line,
+    finish_run,
+    open_run,
+    read_results,
+    truncation_recorded,
+)
 from evals.spec import EvalSpec, check_inputs
 from evals.tasks import Produced, task_for
-from evals.tasks.translate import truncation_recorded
 from pipelines.pool import bounded
 from pipelines.settings import Settings
 

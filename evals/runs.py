@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +21,16 @@ from typing import Any, ClassVar
 
 from evals.data import Item
 from evals.spec import EvalSpec
-from pipelines.errors import BackendError, UsageError
+from pipelines.errors import BackendError, PromptTruncatedWarning, UsageError
 from pipelines.inputs import writable_folder
+
+
+@contextmanager
+def truncation_recorded() -> Iterator[None]:
+    """During a run each cut prompt is recorded with its item, not printed as it happens."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptTruncatedWarning)
+        yield
 
 
 def new_run_dir(out: Path, spec: EvalSpec) -> Path:

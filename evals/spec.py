@@ -1,7 +1,7 @@
 """Eval specs: one YAML file names the task, the dataset, the systems and the metrics.
 
     name: hyangga-modern-korean
-    task: translate                  # translate | pal | rag
+    task: translate                  # a task in evals/tasks/ (translate, dialog, pal, rag)
     dataset: evals/datasets/hyangga.jsonl
     systems:
       - {name: zero-shot, prompt: hyangga/zero_shot, backend: auto, params: {temperature: 0}}
@@ -11,27 +11,50 @@
     tokenize: char
 
 Relative paths are relative to the spec file's folder, then to the current directory.
+
+What a task takes (its metrics, its options: `shots`, `k`, `index`, ...) each task class
+declares (evals/tasks/); a spec is checked against the task it names, looked up when a spec
+is checked (the tasks import this module).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.errors import UsageError, first_problem
 from pipelines.inputs import read_text
 
-METRICS = {
-    "translate": ("chrf", "chrf++", "bleu", "ter"),
-    "dialog": ("chrf", "chrf++", "bleu", "ter"),  # the next assistant turn against the real one
-    "pal": ("accuracy",),
-    "rag": ("citation_validity", "recall@k", "abstention_accuracy"),
-}
+if TYPE_CHECKING:
+    from evals.tasks.base import Task
+
+
+def _tasks() -> dict[str, type[Task]]:
+    """The registered tasks, imported when a spec is checked: they import this module."""
+    from evals.tasks import TASKS
+
+    return TASKS
+
+
+def _not_taken(
+    model: BaseModel, task: str, fields_of: Callable[[type[Task]], frozenset[str]]
+) -> str | None:
+    """A task option (a field some task takes) set to other than its default, which this
+    task does not take, in words; None when there is none."""
+    tasks = _tasks()
+    for field, info in type(model).model_fields.items():
+        takers = [name for name, t in tasks.items() if field in fields_of(t)]
+        if not takers or task in takers:
+            continue
+        if getattr(model, field) != info.get_default(call_default_factory=True):
+            return f"`{field}` is for task {' or '.join(takers)}, not {task}"
+    return None
 
 
 class SystemSpec(BaseModel):
@@ -40,13 +63,24 @@ class SystemSpec(BaseModel):
     name: str = Field(min_length=1)
     prompt: str | None = None  # a prompt name under prompts/ or a .jinja path
     outputs: Path | None = None  # outputs made elsewhere: {"id", "output"} lines
-    backend: Literal["auto", "ollama", "embedded", "openai"] | None = None
+    backend: str | None = None  # a registered backend (pipelines/backends/), or auto
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # temperature, seed, max_tokens, ...
+    # Task options: each task says which it takes (`Task.system_fields`).
     shots: int = Field(0, ge=0, le=20)
-    method: Literal["pal", "cot", "direct"] = "pal"  # PAL task
-    k: int = Field(5, ge=1, le=50)  # RAG task
+    method: Literal["pal", "cot", "direct"] = "pal"
+    k: int = Field(5, ge=1, le=50)
     concurrency: int | None = Field(None, ge=1, le=256)  # model calls at once (see Settings)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str | None) -> str | None:
+        from pipelines.backends.registry import REGISTRY
+
+        if name is not None and name not in REGISTRY.choices():
+            choices = ", ".join(REGISTRY.choices())
+            raise ValueError(f"unknown backend {name!r}; use one of: {choices}")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
@@ -59,7 +93,7 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
-    task: Literal["translate", "pal", "rag", "dialog"] = "translate"
+    task: str = "translate"  # a registered task's name (evals/tasks/); none: translate
     dataset: Path
     systems: list[SystemSpec] = Field(min_length=1)
     metrics: list[str] | None = None
@@ -68,24 +102,38 @@ class EvalSpec(BaseModel):
     bootstrap: int = Field(default=1000, ge=1000, le=100_000)  # paired bootstrap resamples
     seed: int = 0
     concurrency: int | None = Field(None, ge=1, le=256)  # for every system without its own
-    index: Path | None = None  # RAG task: the index folder to ask
-    corpus: Path | None = None  # RAG task: documents to ingest into <out>/<name>-index
+    # Task options: each task says which it takes (`Task.spec_fields`).
+    index: Path | None = None  # the index folder to ask
+    corpus: Path | None = None  # documents to ingest into <out>/<name>-index
     path: Path | None = Field(None, exclude=True)  # where the spec was read from
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in _tasks():
+            raise ValueError(f"unknown task {task!r}; use one of: {', '.join(_tasks())}")
+        return task
 
     @model_validator(mode="after")
     def _check(self) -> EvalSpec:
         names = [s.name for s in self.systems]
         if len(set(names)) != len(names):
             raise ValueError(f"system names must be unique, got {names}")
-        allowed = METRICS[self.task]
+        task = _tasks()[self.task]
+        allowed = task.metrics
         if self.metrics is None:
             self.metrics = list(allowed)
         unknown = [m for m in self.metrics if m not in allowed]
         if unknown:
             raise ValueError(f"task {self.task} has no metric {unknown}; use {list(allowed)}")
+        problem = _not_taken(self, self.task, lambda t: t.spec_fields)
+        if problem:
+            raise ValueError(problem)
         for system in self.systems:
-            generated = self.task in ("translate", "dialog")
-            if system.outputs is None and system.prompt is None and generated:
+            problem = _not_taken(system, self.task, lambda t: t.system_fields)
+            if problem:
+                raise ValueError(f"system {system.name}: {problem}")
+            if system.outputs is None and system.prompt is None and task.needs_prompt:
                 raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
         return self
 

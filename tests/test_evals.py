@@ -10,17 +10,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from evals.context import RunContext, backend_for
 from evals.data import load_translation
 from evals.metrics import corpus_scores
 from evals.runner import read_results, run_spec
 from evals.schedule import AlreadyRunning, cron_line, run_lock
-from evals.spec import load_spec
+from evals.spec import SystemSpec, load_spec
+from evals.tasks import TASKS, register
+from evals.tasks.answers import AnswerTask
 from evals.tasks.translate import few_shot_examples, render
 from pipelines.budget import budget_for
 from pipelines.errors import UsageError
@@ -553,6 +557,70 @@ def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None
     page = (tmp_path / "runs" / summary["run_id"] / "report.html").read_text(encoding="utf-8")
     items = page[page.index('<table id="items">') :]
     assert items.count("<tr>") == 9 and "Ogura Shinpei" in items
+
+
+# -- a task declared outside evals/ ------------------------------------------------------------
+
+
+class Lengths(AnswerTask):
+    """A task no part of the harness names: the length of each answer, in characters."""
+
+    name = "lengths"
+    metrics = ("length",)
+
+    def load(self) -> list[Any]:
+        lines = self.spec.resolve(self.spec.dataset).read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines]
+
+    def item_id(self, item: Any) -> str:
+        return str(item["id"])
+
+    def question(self, item: Any) -> str:
+        return str(item["question"])
+
+    def expected(self, item: Any) -> Any:
+        return None
+
+    def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
+        backend, _ = backend_for(ctx, system)
+        text = backend.chat.invoke(item["question"]).text
+        return {"output": text, "metrics": {"length": float(len(text))}}
+
+
+@pytest.fixture
+def lengths_task() -> Iterator[type[Lengths]]:
+    register(Lengths)
+    yield Lengths
+    del TASKS[Lengths.name]
+
+
+def test_a_task_registered_elsewhere_is_checked_and_run_by_what_it_declares(
+    tmp_path: Path, lengths_task: type[Lengths]
+) -> None:
+    data = write(
+        tmp_path / "q.jsonl", [{"id": "a", "question": "one"}, {"id": "b", "question": "three"}]
+    )
+    head = f"name: lengths\ntask: lengths\ndataset: {data}\n"
+    spec = load_spec(spec_file(tmp_path, head + "systems: [{name: echo}]"))
+    assert spec.metrics == ["length"], "its own metrics are the default"
+    with pytest.raises(UsageError, match="`k` is for task rag, not lengths"):
+        load_spec(spec_file(tmp_path, head + "systems: [{name: echo, k: 3}]"))
+    with pytest.raises(UsageError, match=r"task lengths has no metric \['chrf'\]"):
+        load_spec(spec_file(tmp_path, head + "systems: [{name: echo}]\nmetrics: [chrf]"))
+    with pytest.raises(UsageError, match=r"unknown task 'nosuch'; use one of: .*lengths"):
+        load_spec(spec_file(tmp_path, head.replace("lengths", "nosuch") + "systems: [{name: a}]"))
+    model = ScriptedChat(lambda prompt: prompt.removeprefix("[human] ") * 2)
+    first = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    assert first["task"] == "lengths"
+    assert first["systems"]["echo"]["metrics"]["length"]["score"] == 8  # (6 + 10) / 2
+    again = run_spec(
+        spec, tmp_path / "runs", settings=load_settings(), backend_factory=fake_factory(model)
+    )
+    assert again["systems"]["echo"]["cached"] == 2 and len(model.calls) == 2
+    compared = again["previous"]["systems"]["echo"]["length"]
+    assert compared["previous"] == compared["current"] == 8 and not compared["regressed"]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,11 @@ the cache or the pipeline, safe to call from several threads), turns that into a
 `results.jsonl` (`row`, called in the runner's one writing thread), and scores the whole
 run (`summarise`). The runner does the rest for all of them alike: the run folder, resume
 after a kill, calls in flight, failures, progress, history and reports (evals/runner.py).
+
+A task also declares itself, on the class, in one place: its `name` (what `task:` says in
+a spec), the `metrics` it scores, which task options of the spec and of its systems it takes,
+whether its systems need a prompt, and the sacrebleu scorer runs are compared with. A spec is
+checked against these (evals/spec.py); `evals/tasks/__init__.py` registers the task classes.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evals.context import RunContext
 from evals.spec import EvalSpec, SystemSpec
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from evals.metrics import Scorer
 
 
 @dataclass
@@ -36,9 +44,18 @@ class Produced:
 
 
 class Task(ABC):
-    """One kind of eval. Subclasses set `name` and implement the four steps."""
+    """One kind of eval. Subclasses declare themselves and implement the four steps."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # what `task:` says in a spec
+    metrics: ClassVar[tuple[str, ...]]  # what it scores; a spec without `metrics:` gets all
+    # The task options (fields of EvalSpec and SystemSpec that some task takes) this one
+    # takes; any other task option set in a spec is an error.
+    spec_fields: ClassVar[frozenset[str]] = frozenset()
+    system_fields: ClassVar[frozenset[str]] = frozenset()
+    needs_prompt: ClassVar[bool] = False  # each system needs a `prompt` (or its `outputs`)
+    # Runs are compared with sacrebleu's corpus statistics when set, else as means of each
+    # row's `metrics` (evals/history.py).
+    corpus_scorer: ClassVar[type[Scorer] | None] = None
 
     def __init__(self, spec: EvalSpec, out: Path, settings: Settings) -> None:
         self.spec = spec

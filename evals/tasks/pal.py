@@ -12,6 +12,8 @@ from evals.tasks.answers import AnswerTask
 
 class PALTask(AnswerTask):
     name = "pal"
+    metrics = ("accuracy",)
+    system_fields = frozenset({"method"})
 
     def load(self) -> list[Any]:
         from pipelines.pal import load_dataset

@@ -17,6 +17,9 @@ from pipelines.errors import UsageError
 
 class RAGTask(AnswerTask):
     name = "rag"
+    metrics = ("citation_validity", "recall@k", "abstention_accuracy")
+    spec_fields = frozenset({"index", "corpus"})
+    system_fields = frozenset({"k"})
 
     def load(self) -> list[Any]:
         rows = read_jsonl(self.spec.resolve(self.spec.dataset), "dataset")

@@ -10,9 +10,6 @@ corpus, with paired bootstrap intervals resampled by group (a poem, a dialog).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from evals.spec import SystemSpec
 from evals.stats import bootstrap
 from evals.tasks.base import Produced, Task, summary_document
 from pipelines.budget import Budget, budget_for
-from pipelines.errors import BackendError, ContextOverflowError, PromptTruncatedWarning, UsageError
+from pipelines.errors import BackendError, ContextOverflowError, UsageError
 from prompts import load_prompt, show
 
 
@@ -72,14 +69,6 @@ def truncation_note(metadata: dict[str, Any]) -> str | None:
     )
 
 
-@contextmanager
-def truncation_recorded() -> Iterator[None]:
-    """During a run each cut prompt is recorded with its item, not printed as it happens."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PromptTruncatedWarning)
-        yield
-
-
 def _output(text: str, cached: bool, shots: int | None = None, truncated: str | None = None,
             error: str | None = None, failed: bool = False) -> Produced:  # fmt: skip
     extra = {"shots": shots, "prompt_truncated": truncated, "error": error}
@@ -89,6 +78,11 @@ def _output(text: str, cached: bool, shots: int | None = None, truncated: str | 
 
 class Translate(Task):
     name = "translate"
+    metrics = ("chrf", "chrf++", "bleu", "ter")
+    spec_fields = frozenset({"tokenize", "group_by"})
+    system_fields = frozenset({"prompt", "shots", "outputs"})
+    needs_prompt = True
+    corpus_scorer = Scorer
 
     def load(self) -> list[Any]:
         self.items = load_translation(self.spec.resolve(self.spec.dataset))
