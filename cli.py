@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from commands import chat, evals, general, pal, rag, sandbox, serve
-from commands.common import err, out
+from llamapipe_app.commands import chat, evals, general, pal, rag, sandbox, serve
+from llamapipe_app.commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
     EXIT_INTERRUPTED,

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evals.data import PAL_PROBLEMS
 from pipelines.backends import Backend, choose_backend, load_backend
 from pipelines.errors import LlamapipeError
 from pipelines.pal import PAL, Baseline, load_dataset, same_answer
-from pipelines.pal.dataset import BUNDLED
 from pipelines.sandbox import Sandbox
 from pipelines.settings import load_settings
 
@@ -95,11 +95,11 @@ def accuracy(backend: Backend, sandbox: Sandbox, items: list[Any]) -> dict[str, 
 
 
 def main(out_dir: Path) -> dict[str, Any]:
-    items = load_dataset(BUNDLED)
+    items = load_dataset(PAL_PROBLEMS)
     limit = int(os.environ.get("LLAMAPIPE_BENCH_LIMIT", "0") or 0)
     if limit:
         items = items[:limit]
-    doc: dict[str, Any] = {"dataset": str(BUNDLED.name), "problems": len(items)}
+    doc: dict[str, Any] = {"dataset": str(PAL_PROBLEMS.name), "problems": len(items)}
     embedded = load_backend(load_settings({"backend": "embedded", "max_tokens": MAX_TOKENS}))
     with Sandbox() as sandbox:
         doc["overhead"] = overhead(embedded, sandbox, [i.question for i in items[:10]])

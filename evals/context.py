@@ -63,7 +63,13 @@ def backend_for(ctx: RunContext, system: SystemSpec) -> Any:
         overrides["backend"] = system.backend
     if system.model:
         backend = system.backend or ctx.settings.backend
-        overrides["gguf" if system.backend == "embedded" else model_field(backend)] = system.model
+        named = model_field(backend)  # Ollama's tag, a GGUF path, a served model's id...
+        if named is None:
+            raise UsageError(
+                f"system {system.name}: backend {backend} takes no `model`",
+                hint="leave `model:` out, or name another backend",
+            )
+        overrides[named] = system.model
     settings = _with(ctx.settings, overrides, system.name) if overrides else ctx.settings
     key = settings.model_dump_json()
     if key not in ctx.backends:

@@ -10,6 +10,7 @@ references by id, for texts a user may use but the project may not carry.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,15 @@ from pydantic import BaseModel, Field
 
 from pipelines.errors import UsageError
 from pipelines.jsonl import read_jsonl
+
+
+def bundled(name: str) -> Path:
+    """A dataset that ships with llamapipe (`evals/datasets/<name>`), found as package data
+    so it is there from a wheel as from the checkout."""
+    return Path(str(files("evals").joinpath("datasets", name)))  # pip unpacks: a real file
+
+
+PAL_PROBLEMS = bundled("pal/problems.jsonl")  # the PAL benchmark's grade-school problems
 
 
 class Item(BaseModel):

@@ -1,8 +1,10 @@
-"""HTML, made one way: the Jinja templates in this folder, autoescaped.
+"""HTML, made one way: Jinja templates, autoescaped.
 
-The web page (`web/`) and the eval reports (`evals/report.py`) extend the same `base.html`,
-which inlines `style.css`, so a report written to disk stays one self-contained file that
-works offline. Every value is escaped unless a template marks it safe; none does.
+The eval reports (`evals/report.py`) use the templates in `evals/templates/`; the web page
+(`llamapipe_app/web/`) adds its own folder and extends the same `base.html`, which inlines
+`style.css`, so a report written to disk stays one self-contained file that works offline.
+Every value is escaped unless a template marks it safe; none does. Templates are package
+data (found by package name, not by a path in the source tree), so they work from a wheel.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined, select_autoescape
 
 
 @cache
-def environment() -> Environment:
+def environment(extra: str | None = None) -> Environment:
+    """The templates of `evals`, and first those of the package `extra` when given."""
+    loaders = [PackageLoader(extra, "templates")] if extra else []
     return Environment(
-        loader=PackageLoader("templates", ""),
+        loader=ChoiceLoader([*loaders, PackageLoader("evals", "templates")]),
         autoescape=select_autoescape(["html", "svg"], default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -25,6 +29,6 @@ def environment() -> Environment:
     )
 
 
-def render(name: str, **context: Any) -> str:
-    """Render `name` (e.g. "report.html") with `context`."""
-    return environment().get_template(name).render(**context)
+def render(name: str, extra: str | None = None, **context: Any) -> str:
+    """Render `name` (e.g. "report.html") with `context`; `extra`: see `environment`."""
+    return environment(extra).get_template(name).render(**context)

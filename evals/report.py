@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from evals.data import Item
 from evals.history import load_history
-from templates import render
+from evals.html import render
 
 COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"]
 

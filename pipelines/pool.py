@@ -20,14 +20,14 @@ from typing import TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-# Served backends take several calls at once; vLLM and llama-server batch them continuously.
-DEFAULT_CONCURRENCY = {"ollama": 4, "openai": 8, "embedded": 1}
 
 
 def default_concurrency(backend_name: str) -> int:
-    """4 for Ollama (it serves OLLAMA_NUM_PARALLEL at once), 8 for an OpenAI-compatible
-    server, 1 for the embedded model, which has one context."""
-    return DEFAULT_CONCURRENCY.get(backend_name, 1)
+    """What the backend declares (providers/): 4 for Ollama (it serves OLLAMA_NUM_PARALLEL
+    at once), 8 for an OpenAI-compatible server, 1 for the embedded model (one context)."""
+    from pipelines.backends.registry import REGISTRY
+
+    return REGISTRY.concurrency(backend_name)
 
 
 def bounded(

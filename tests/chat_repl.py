@@ -11,9 +11,9 @@ words (slowly, with --delay); given a PAL prompt, a program returning 395. With
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 
 def main() -> None:
@@ -28,8 +28,9 @@ def main() -> None:
         from pipelines.sandbox import _walls
 
         _walls.landlock_abi = lambda: 0  # type: ignore[assignment]
-    from commands import common
+    from pipelines.backends import REGISTRY
     from tests.fakes import ScriptedChat
+    from tests.scripted_backend import scripted_provider
 
     def reply(prompt: str) -> str:
         if "solution()" in prompt:  # a PAL prompt (/pal): a program
@@ -41,9 +42,8 @@ def main() -> None:
 
     model = ScriptedChat(reply, chunk_delay=args.delay, num_ctx=args.window,
                          max_tokens=100 if args.window else None)  # fmt: skip
-    backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model,
-                              completion=model, warm=lambda: None)  # fmt: skip
-    common.load_model = lambda settings: backend  # type: ignore[assignment]
+    REGISTRY.register(scripted_provider(model))  # registered as any backend is
+    os.environ["LLAMAPIPE_BACKEND"] = "scripted"
     import cli
 
     sys.argv = ["llamapipe", *(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)]

@@ -3,6 +3,8 @@
 - Every test runs with user state (config, data, caches, HOME) in a tmp dir and with
   no LLAMAPIPE_* / OLLAMA_HOST / OPENAI_* from the developer's shell: tests never touch `~`.
 - Sockets are disabled (pytest-socket) except in tests marked `ollama`, `openai` or `web`.
+- `use_model(chat)` makes the scripted fake `chat` the backend every front end loads
+  (tests/scripted_backend.py registers it as backend `scripted`).
 - `ollama_target` is our Ollama-protocol server on loopback (backed by the embedded
   model), or with `--real-ollama` the real Ollama at $OLLAMA_HOST.
 """
@@ -10,9 +12,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +74,22 @@ _REAL_OLLAMA_MODEL = os.environ.get("LLAMAPIPE_TEST_OLLAMA_MODEL", "")
 _OPENAI_TEST_KEY = os.environ.get("OPENAI_API_KEY", "")
 _OPENAI_TEST_MODEL = os.environ.get("LLAMAPIPE_TEST_OPENAI_MODEL", "")
 _OPENAI_TEST_EMBED_MODEL = os.environ.get("LLAMAPIPE_TEST_OPENAI_EMBED_MODEL", "")
+
+
+@pytest.fixture
+def use_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """`use_model(chat, completion=None, embeddings=None, build=None)`: from then on the
+    backend `scripted`, chosen by LLAMAPIPE_BACKEND, serves these models."""
+    from tests.scripted_backend import registered, scripted_provider
+
+    with ExitStack() as stack:
+
+        def use(chat: Any, completion: Any = None, **kw: Any) -> Any:
+            stack.enter_context(registered(scripted_provider(chat, completion, **kw)))
+            monkeypatch.setenv("LLAMAPIPE_BACKEND", "scripted")
+            return chat
+
+        yield use
 
 
 @pytest.fixture(autouse=True)

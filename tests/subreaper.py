@@ -70,7 +70,7 @@ def run_cli(argv: list[str], program: str | None, delay: float) -> None:
     if program is not None:
         from types import SimpleNamespace
 
-        from commands import common
+        from llamapipe_app.commands import common
         from tests.fakes import ScriptedChat
 
         def reply(prompt: str) -> str:

@@ -14,6 +14,9 @@ from pipelines.backends import choose_backend, load_backend
 from pipelines.backends.embedded import EmbeddedChatModel
 from pipelines.backends.gguf import check_gguf, read_gguf_info
 from pipelines.backends.ollama import OllamaStatus, normalize_host, translate_errors
+from pipelines.backends.providers import BUILT_IN
+from pipelines.backends.providers.ollama import provider as ollama_provider
+from pipelines.backends.registry import Registry
 from pipelines.errors import (
     EXIT_BACKEND,
     EXIT_UNSUPPORTED,
@@ -106,33 +109,38 @@ def test_explicit_embedded_never_probes_the_network() -> None:
     assert backend.embeddings is None
 
 
-def test_auto_prefers_ollama_only_when_it_has_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def ollama_saying(found: dict[str, OllamaStatus]) -> Registry:
+    """The built-in backends, with an Ollama whose probe answers `found["status"]`."""
+    return Registry([ollama_provider(lambda host, timeout: found["status"]), *BUILT_IN[1:]])
+
+
+def test_auto_prefers_ollama_only_when_it_has_the_model() -> None:
     found: dict[str, OllamaStatus] = {}
-    monkeypatch.setattr("pipelines.backends.probe", lambda host, timeout: found["status"])
+    registry = ollama_saying(found)
     unnamed = load_settings()  # the default host and model: auto may fall back
     here = "http://127.0.0.1:11434"
 
     found["status"] = OllamaStatus(here, True, "0.6", [{"name": "llama3.1:8b"}])
-    assert choose_backend(unnamed)[:2] == (
+    assert choose_backend(unnamed, registry)[:2] == (
         "ollama",
         f"Ollama at {here} is running and has llama3.1:8b",
     )
 
     found["status"] = OllamaStatus(here, True, "0.6", [{"name": "qwen:0.5b"}])
-    name, reason, _ = choose_backend(unnamed)
+    name, reason, _ = choose_backend(unnamed, registry)
     assert name == "embedded" and "ollama pull llama3.1:8b" in reason
 
     found["status"] = OllamaStatus(here, False, error="connection refused")
-    name, reason, _ = choose_backend(unnamed)
+    name, reason, _ = choose_backend(unnamed, registry)
     assert name == "embedded" and f"no Ollama at {here} (connection refused)" in reason
 
     settings = load_settings({"ollama_host": "h:1", "ollama_model": "llama3.1:8b"})
     found["status"] = OllamaStatus("http://h:1", False, error="connection refused")
     with pytest.raises(OllamaUnreachableError, match="http://h:1"):
-        choose_backend(settings.model_copy(update={"backend": "ollama"}))
+        choose_backend(settings.model_copy(update={"backend": "ollama"}), registry)
     found["status"] = OllamaStatus("http://h:1", True, "0.6", [{"name": "qwen:0.5b"}])
     with pytest.raises(OllamaModelMissingError, match=r"it has: qwen:0\.5b") as info:
-        choose_backend(settings.model_copy(update={"backend": "ollama"}))
+        choose_backend(settings.model_copy(update={"backend": "ollama"}), registry)
     assert info.value.hint and "ollama pull llama3.1:8b" in info.value.hint
 
 
@@ -141,34 +149,29 @@ def test_auto_prefers_ollama_only_when_it_has_the_model(monkeypatch: pytest.Monk
     [{"ollama_model": "llama3.2:3b"}, {"ollama_host": "10.0.0.5:11434"}],
     ids=["model", "host"],
 )
-def test_auto_never_swaps_a_named_model_for_the_embedded_one(
-    monkeypatch: pytest.MonkeyPatch, named: dict[str, str]
-) -> None:
+def test_auto_never_swaps_a_named_model_for_the_embedded_one(named: dict[str, str]) -> None:
     """`OLLAMA_HOST=... llamapipe chat --model llama3.2:3b` with no Ollama there must fail,
     saying what to do, not answer with SmolLM2."""
     found: dict[str, OllamaStatus] = {}
-    monkeypatch.setattr("pipelines.backends.probe", lambda host, timeout: found["status"])
+    registry = ollama_saying(found)
     settings = load_settings(named)
     found["status"] = OllamaStatus("http://x", False, error="connection refused")
     with pytest.raises(OllamaUnreachableError) as unreachable:
-        choose_backend(settings)
+        choose_backend(settings, registry)
     assert "--backend embedded" in (unreachable.value.hint or "")
     found["status"] = OllamaStatus("http://x", True, "0.6", [{"name": "qwen:0.5b"}])
     with pytest.raises(OllamaModelMissingError) as missing:
-        choose_backend(settings)
+        choose_backend(settings, registry)
     assert "--backend embedded" in (missing.value.hint or "")
 
 
 def test_a_named_model_from_the_environment_counts_as_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        "pipelines.backends.probe",
-        lambda host, timeout: OllamaStatus(host, False, error="connection refused"),
-    )
+    found = {"status": OllamaStatus("http://10.0.0.5:11434", False, error="connection refused")}
     monkeypatch.setenv("OLLAMA_HOST", "10.0.0.5:11434")
     with pytest.raises(OllamaUnreachableError, match=r"10\.0\.0\.5"):
-        choose_backend(load_settings())
+        choose_backend(load_settings(), ollama_saying(found))
 
 
 def test_tagless_model_names_match_latest() -> None:

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -136,15 +138,8 @@ def test_session_history_works_with_runnable_with_message_history(store: Session
 
 
 @pytest.fixture
-def fake_model(monkeypatch: pytest.MonkeyPatch) -> ScriptedChat:
-    from types import SimpleNamespace
-
-    from commands import common
-
-    model = ScriptedChat(counting)
-    backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model)
-    monkeypatch.setattr(common, "load_model", lambda settings: backend)
-    return model
+def fake_model(use_model: Callable[..., Any]) -> ScriptedChat:
+    return use_model(ScriptedChat(counting))
 
 
 def test_piped_turns_are_answered_and_saved(
@@ -412,7 +407,6 @@ def test_rag_chat_from_the_cli(
         "처용가는 누가 지었어?" if "Latest question:" in prompt
         else "처용가는 처용이 지었다고 전하는 향가이다 [1]."
     )  # fmt: skip
-    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # BM25 only: no server to ask
     turns = "처용가는 어떤 노래야?\n그건 누가 지었어?\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(turns.encode())))
     result = run_cli(capsys, "rag", "chat", "--index", str(corpus_index), "--lines", "--verbose",

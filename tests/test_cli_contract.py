@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from commands import common
 from tests.cli_helpers import run_cli
 
 SPEC_OK = "name: ok\ndataset: data.jsonl\nsystems: [{name: a, prompt: hyangga/zero_shot}]\n"
@@ -212,6 +212,7 @@ def test_bad_input_gets_one_line_and_its_exit_code(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    use_model: Callable[..., Any],
 ) -> None:
     case = CASES[name]
     work = tmp_path / "work"
@@ -226,10 +227,12 @@ def test_bad_input_gets_one_line_and_its_exit_code(
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin)))
     if not case.model:
 
-        def no_model(settings: object) -> None:
+        def no_model(settings: object, choice: object) -> None:
             raise AssertionError("the model loaded before the input was checked")
 
-        monkeypatch.setattr(common, "load_model", no_model)
+        use_model(None, build=no_model)
+        for key, value in case.env.items():  # a case's own backend stays its own
+            monkeypatch.setenv(key, str(work / value) if (work / value).exists() else value)
     before = _tree(work)
     r = run_cli(capsys, *case.argv)
     assert r.code == case.code, f"{name}: exit {r.code}\n{r.stderr}"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import tiktoken
 
-from commands.common import settings_from_flags
+from llamapipe_app.commands.common import settings_from_flags
 from pipelines.backends import served_tokens
 from pipelines.backends.openai_compat import (
     OpenAIChat,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableLambda
 
+from evals.data import PAL_PROBLEMS
 from pipelines.budget import budget_for
 from pipelines.errors import ContextOverflowError, UsageError
 from pipelines.pal import (
@@ -25,7 +26,6 @@ from pipelines.pal import (
     parse_answer,
     same_answer,
 )
-from pipelines.pal.dataset import BUNDLED
 from pipelines.sandbox import Sandbox
 from tests.conftest import NO_WALLS
 from tests.fakes import ScriptedChat, ScriptedLLM
@@ -313,7 +313,7 @@ def test_cot_and_direct_baselines_parse_the_answer() -> None:
 
 
 def test_bundled_dataset_has_forty_problems_a_quarter_korean() -> None:
-    items = load_dataset(BUNDLED)
+    items = load_dataset(PAL_PROBLEMS)
     assert len(items) >= 40
     assert sum(i.lang == "ko" for i in items) * 4 >= len(items)
     assert len({i.id for i in items}) == len(items)

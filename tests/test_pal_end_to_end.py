@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from commands import common
+from evals.data import PAL_PROBLEMS
 from pipelines.backends import Backend, load_backend
 from pipelines.pal import PAL
-from pipelines.pal.dataset import BUNDLED
 from pipelines.sandbox import Sandbox
 from pipelines.settings import load_settings
 from tests.cli_helpers import run_cli
@@ -26,13 +24,8 @@ PROGRAM = "```python\ndef solution():\n    boxes = 7\n    eggs = 12\n    return 
 
 
 @pytest.fixture
-def fake_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedChat]:
-    model = ScriptedChat(lambda prompt: PROGRAM)
-    backend = SimpleNamespace(
-        name="fake", model="scripted", reason="test", chat=model, completion=model
-    )
-    monkeypatch.setattr(common, "load_model", lambda settings: backend)
-    yield model
+def fake_backend(use_model: Callable[..., Any]) -> Iterator[ScriptedChat]:
+    yield use_model(ScriptedChat(lambda prompt: PROGRAM))
 
 
 def test_cli_pal_ask_prints_program_and_answer(
@@ -60,11 +53,9 @@ def test_cli_pal_ask_json(capsys: pytest.CaptureFixture[str], fake_backend: Scri
 
 
 def test_cli_pal_ask_failure_exits_1(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], use_model: Callable[..., Any]
 ) -> None:
-    model = ScriptedChat(lambda prompt: "I cannot write programs.")
-    backend = SimpleNamespace(name="fake", model="m", reason="t", chat=model, completion=model)
-    monkeypatch.setattr(common, "load_model", lambda settings: backend)
+    use_model(ScriptedChat(lambda prompt: "I cannot write programs."))
     r = run_cli(capsys, "pal", "ask", "q?", "--retries", "1", "--show-program")
     assert r.code == 1 and "no answer" in r.stderr and "Traceback" not in r.stderr
 
@@ -149,7 +140,7 @@ def test_cli_pal_ask_on_the_embedded_model(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.slow
 def test_cli_pal_run_bundled_dataset_slice(capsys: pytest.CaptureFixture[str]) -> None:
     r = run_cli(
-        capsys, "pal", "run", str(BUNDLED), "--limit", "2", "--method", "cot", "--backend",
+        capsys, "pal", "run", str(PAL_PROBLEMS), "--limit", "2", "--method", "cot", "--backend",
         "embedded", "--max-tokens", "60", "--json",
     )  # fmt: skip
     doc: dict[str, Any] = r.json()

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from langchain_core.retrievers import BaseRetriever
 
-from commands import common
 from pipelines.rag import RAG, Index, IndexRetriever, load_document
 from pipelines.rag.chunking import chunk_spans
 from pipelines.rag.citations import Passage, check
@@ -353,7 +352,7 @@ def test_completion_models_get_the_completion_prompt(index: Index) -> None:
 
 
 def test_cli_ingest_sources_ask_remove(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, use_model: Callable[..., Any]
 ) -> None:
     where = str(tmp_path / "cli-index")
     r = run_cli(capsys, "rag", "ingest", str(CORPUS), "--index", where, "--json")
@@ -366,10 +365,7 @@ def test_cli_ingest_sources_ask_remove(
     model = ScriptedChat(
         lambda prompt: "Ogura Shinpei published a reading of the hyangga in 1929 [1]."
     )
-    backend = SimpleNamespace(
-        name="fake", model="scripted", reason="t", chat=model, completion=model
-    )
-    monkeypatch.setattr(common, "load_model", lambda settings: backend)
+    use_model(model)
     asked = run_cli(
         capsys, "rag", "ask", "Who read the hyangga in 1929?", "--index", where, "--json"
     )
@@ -519,13 +515,12 @@ def test_korean_question_matches_a_passage_with_another_verb_form(tmp_path: Path
 
 
 def test_cli_korean_question_is_answered_not_abstained(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], use_model: Callable[..., Any], tmp_path: Path
 ) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "cheoyong.txt").write_text(CHEOYONG, encoding="utf-8")
     model = ScriptedChat(lambda prompt: "처용가는 처용이 지었습니다 [1].")
-    backend = SimpleNamespace(name="fake", model="scripted", reason="test", chat=model)
-    monkeypatch.setattr(common, "load_model", lambda settings: backend)
+    use_model(model)
     index = str(tmp_path / "index")
     assert run_cli(capsys, "rag", "ingest", str(tmp_path / "docs"), "--index", index).code == 0
     r = run_cli(capsys, "rag", "ask", "처용가는 누가 지었나요?", "--index", index, "--json")

@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 
 from evals.runner import run_spec
 from evals.spec import load_spec
+from llamapipe_app.web import create_app
 from pipelines.backends import Backend
 from pipelines.rag import Index
 from pipelines.settings import Settings, load_settings
 from tests.cli_helpers import run_cli
 from tests.fakes import ScriptedChat, ScriptedLLM
-from web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "evals" / "datasets" / "rag" / "corpus"

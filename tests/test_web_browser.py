@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from llamapipe_app.web import create_app
 from pipelines.rag import Index
 from pipelines.settings import Settings, load_settings
 from tests.fakes import ScriptedChat
 from tests.test_web import CORPUS, Served, _two_runs, backend_for
-from web import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS_DIR = os.environ.get("SCREENSHOTS_DIR")  # read before the autouse fixture runs

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from commands import common
-from commands.common import (
+from llamapipe_app.commands import common
+from llamapipe_app.commands.common import (
     JsonFlag,
     VerboseFlag,
     announce,
@@ -118,7 +118,7 @@ def converse(
     store = SessionStore.in_data_dir(settings.data_dir)
     index = None
     if rag_index is not None:
-        from commands.rag import open_index
+        from llamapipe_app.commands.rag import open_index
 
         index = open_index(settings, rag_index, dense=True)
         if not index.sources():
@@ -255,7 +255,7 @@ class _RAGChat(_Responder):
     on_stop = "; an unchecked answer is not saved"
 
     def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
-        from commands.rag import print_checked_answer
+        from llamapipe_app.commands.rag import print_checked_answer
         from pipelines.chat import ChatTurn, RAGChatReply, Rewritten
 
         reply = None

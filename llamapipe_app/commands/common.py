@@ -18,6 +18,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from pipelines.backends.registry import REGISTRY
+from pipelines.errors import UsageError
 from pipelines.settings import Settings, host_field, load_settings, model_field
 
 out = Console(soft_wrap=True)
@@ -36,7 +38,7 @@ _MODEL_FLAGS = [
     for name, annotation in {
         "backend": Annotated[
             Optional[str],
-            _flag("--backend", "-b", help="auto | ollama | embedded | openai", metavar="NAME"),
+            _flag("--backend", "-b", help=" | ".join(REGISTRY.choices()), metavar="NAME"),
         ],
         "model": Annotated[
             Optional[str],
@@ -70,7 +72,16 @@ def settings_from_flags(flags: dict[str, Any]) -> Settings:
     if model is None and host is None:
         return load_settings(flags)
     backend = load_settings(flags).backend
-    return load_settings({**flags, model_field(backend): model, host_field(backend): host})
+    for flag, field, value in (
+        ("--model", model_field(backend), model),
+        ("--host", host_field(backend), host),
+    ):
+        if value is None:
+            continue
+        if field is None:
+            raise UsageError(f"the {backend} backend takes no {flag}", hint=f"leave {flag} out")
+        flags[field] = value
+    return load_settings(flags)
 
 
 def with_model_flags(fn: Callable[..., Any] | None = None, *, without: tuple[str, ...] = ()) -> Any:

@@ -11,8 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from commands import common
-from commands.common import ConcurrencyFlag, JsonFlag, err, out, print_json
+from llamapipe_app.commands import common
+from llamapipe_app.commands.common import ConcurrencyFlag, JsonFlag, err, out, print_json
 from pipelines.errors import EXIT_FAILED, Interrupted, UsageError
 from pipelines.inputs import writable_folder
 from pipelines.settings import load_settings

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from commands import common
-from commands.common import (
+from llamapipe_app.commands import common
+from llamapipe_app.commands.common import (
     ConcurrencyFlag,
     JsonFlag,
     VerboseFlag,

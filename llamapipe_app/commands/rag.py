@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from commands import common
-from commands.chat import ContinueFlag, LinesFlag, SessionFlag
-from commands.common import (
+from llamapipe_app.commands import common
+from llamapipe_app.commands.chat import ContinueFlag, LinesFlag, SessionFlag
+from llamapipe_app.commands.common import (
     JsonFlag,
     VerboseFlag,
     announce,
@@ -213,7 +213,7 @@ def rag_chat(
     settings: Settings,
 ) -> None:
     """Chat with your documents: follow-ups are made standalone, every answer is checked."""
-    from commands.chat import converse
+    from llamapipe_app.commands.chat import converse
 
     converse(
         settings, prompt, session=session, resume=resume, interactive=False, lines=lines,

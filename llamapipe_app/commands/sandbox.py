@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from commands.common import JsonFlag, err, out, print_json
+from llamapipe_app.commands.common import JsonFlag, err, out, print_json
 from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_UNSUPPORTED, Interrupted
 from pipelines.inputs import decode_text, read_text
 from pipelines.settings import load_settings

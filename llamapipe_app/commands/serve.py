@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands import common
-from commands.common import announce, err, out, with_model_flags
-from commands.rag import IndexFlag
+from llamapipe_app.commands import common
+from llamapipe_app.commands.common import announce, err, out, with_model_flags
+from llamapipe_app.commands.rag import IndexFlag
 from pipelines.errors import UsageError
 from pipelines.rag import Index
 from pipelines.settings import Settings
@@ -75,7 +75,7 @@ def serve(
 
     import uvicorn
 
-    from web import create_app
+    from llamapipe_app.web import create_app
 
     app = create_app(settings, index=where, token=token, loopback_only=loopback, backend=backend)
     shown = f"[{host}]" if ":" in host else host

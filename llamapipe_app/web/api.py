@@ -11,9 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from pipelines import __version__
-from pipelines.errors import LlamapipeError
-from web.schemas import (
+from llamapipe_app.web.schemas import (
     AskRequest,
     ChatRequest,
     Deleted,
@@ -30,8 +28,10 @@ from web.schemas import (
     SourceList,
     SourceText,
 )
-from web.services import Services
-from web.sse import event, stream_events
+from llamapipe_app.web.services import Services
+from llamapipe_app.web.sse import event, stream_events
+from pipelines import __version__
+from pipelines.errors import LlamapipeError
 
 router = APIRouter(prefix="/api", responses={400: {"model": Problem}, 503: {"model": Problem}})
 

@@ -4,6 +4,7 @@ history and reports under /evals, the page's script under /static."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from evals.html import render
+from llamapipe_app.web import api
+from llamapipe_app.web.guard import Guard
+from llamapipe_app.web.services import Services
 from pipelines import __version__
 from pipelines.errors import (
     BackendError,
@@ -24,12 +29,9 @@ from pipelines.errors import (
     UsageError,
 )
 from pipelines.settings import Settings
-from templates import render
-from web import api
-from web.guard import Guard
-from web.services import Services
 
-STATIC = Path(__file__).parent / "static"
+WEB = "llamapipe_app.web"  # its templates/ and static/ are package data
+STATIC = str(files(WEB) / "static")
 MAX_BODY = 256 * 1024  # bytes in one request: a long question, never a document
 
 
@@ -79,18 +81,18 @@ def create_app(
 def _pages(app: FastAPI, svc: Services) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return render("app.html", version=__version__)
+        return render("app.html", WEB, version=__version__)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs() -> str:
-        return render("docs.html")
+        return render("docs.html", WEB)
 
     @app.get("/evals/", response_class=HTMLResponse, include_in_schema=False)
     def history() -> str:
         from evals.report import history_specs
 
         specs = history_specs(svc.evals_dir, lambda run_id: f"/evals/runs/{quote(run_id)}")
-        return render("history.html", specs=specs, back="/")
+        return render("history.html", WEB, specs=specs, back="/")
 
     @app.get("/evals/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
     def report(run_id: str) -> str:

@@ -6,16 +6,13 @@ from typing import Any
 
 
 def describe_model(model: Any) -> tuple[str, str]:
-    """(backend, model name) for results: 'ollama', 'embedded', 'openai', or the class name."""
-    from pipelines.backends.embedded import EmbeddedChatModel, EmbeddedLLM
+    """(backend, model name) for results: the backend that built it (each says which
+    models are its own), or the class name."""
+    from pipelines.backends.registry import REGISTRY
 
-    if isinstance(model, EmbeddedChatModel | EmbeddedLLM):
-        return "embedded", model.model_name
-    module = type(model).__module__
-    if module.endswith("openai_compat"):
-        return "openai", str(getattr(model, "model_name", "?"))
-    if module.startswith("langchain_ollama") or type(model).__name__.startswith("Ollama"):
-        return "ollama", str(getattr(model, "model", "?"))
+    known = REGISTRY.describe(model)
+    if known is not None:
+        return known
     name = getattr(model, "model_name", None) or getattr(model, "model", None)
     return type(model).__name__, str(name or type(model).__name__)
 

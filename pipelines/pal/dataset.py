@@ -14,8 +14,6 @@ from pydantic import BaseModel
 from pipelines.errors import UsageError
 from pipelines.jsonl import read_jsonl
 
-BUNDLED = Path(__file__).resolve().parents[2] / "evals" / "datasets" / "pal" / "problems.jsonl"
-
 
 class DatasetItem(BaseModel):
     id: str

@@ -1,0 +1,98 @@
+"""What a backend is to the rest of llamapipe: one `Provider`, declared in one module.
+
+A provider names itself, brings its own settings model (its fields become flat settings,
+`<name>_<field>`, so `ollama_host` and `LLAMAPIPE_OLLAMA_HOST` are Ollama's `host`), says
+whether it can serve (`select`), builds the models (`build`), finds an embeddings model for
+dense retrieval (`embeddings`), its default number of calls at once, and how it describes
+itself in `llamapipe models`. `registry.py` holds the providers; nothing else in the project
+compares backend names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel, BaseLLM
+
+    from pipelines.settings import Settings
+
+TOKEN_RATES_FILE = "token-rates.json"  # in cache_dir: measured tokens per character, per model
+
+Mode = Literal["asked", "auto"]  # the user named this backend, or `auto` is trying it
+Found = tuple["Embeddings | None", str, str]  # (embeddings or None, model name, why)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A ready-to-use model: chat and completion forms, and embeddings when there are any."""
+
+    name: str
+    model: str
+    chat: BaseChatModel
+    completion: BaseLLM
+    embeddings: Embeddings | None
+    reason: str
+    gguf: Path | None = None
+    warm_up: Callable[[], object] | None = None  # loads weights (in-process backends only)
+
+    def warm(self) -> None:
+        """Load the weights now, so the first call is not the slow one."""
+        if self.warm_up is not None:
+            self.warm_up()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Whether a provider can serve these settings, why (in words), and what it found."""
+
+    usable: bool
+    reason: str
+    found: Any = None  # what probing found, handed on to `build`
+
+
+class NoSettings(BaseModel):
+    """A provider without settings of its own."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One backend. Only `name`, `summary`, `select` and `build` are required."""
+
+    name: str
+    summary: str  # one clause for the `backend` setting's help
+    # (settings, mode) -> Choice. Asked for, it raises the error that says what to do
+    # rather than return an unusable choice; in `auto` it may also raise, when the user
+    # named this provider's model or server, so that no other model answers instead.
+    select: Callable[[Settings, Mode], Choice]
+    build: Callable[[Settings, Choice], Backend]
+    settings: type[BaseModel] = NoSettings
+    prefix: str | None = None  # of its flat settings; None: "<name>_"
+    env_aliases: dict[str, str] = field(default_factory=dict)  # setting -> another tool's var
+    model_setting: str | None = None  # what `--model` (an eval system's `model:`) sets
+    host_setting: str | None = None  # what `--host` sets
+    concurrency: int = 1  # calls at once by default (evals, `pal run`)
+    auto: bool = False  # whether `auto` tries it (in registration order)
+    embeddings: Callable[[Settings], Found] | None = None
+    owns: Callable[[Any], str | None] | None = None  # a model it built -> the model's name
+    inventory: Callable[[Settings], dict[str, Any]] | None = None  # for `llamapipe models`
+    lines: Callable[[dict[str, Any]], list[Any]] | None = None  # that, as rich renderables
+
+    def setting(self, name: str) -> str:
+        """The flat setting of this provider's field `name`."""
+        return f"{self.name}_{name}" if self.prefix is None else f"{self.prefix}{name}"
+
+    def setting_names(self) -> list[str]:
+        return [self.setting(n) for n in self.settings.model_fields]
+
+    def read(self, settings: Settings) -> Any:
+        """This provider's own settings model, filled from the flat settings."""
+        return self.settings.model_validate(
+            {n: getattr(settings, self.setting(n)) for n in self.settings.model_fields}
+        )
