@@ -89,3 +89,27 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
             assert done.stdout.lstrip().startswith(("{", "[")), shown
         ran.append(command)
     assert len(ran) >= 20, ran
+
+
+def test_the_readme_backend_sketch_registers_and_builds(tmp_path: Path) -> None:
+    """ "Adding a backend" as written: settings, choices and a built model follow."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Adding a backend") :]
+    (sketch,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)[:1]
+    check = """
+from pipelines.backends import load_backend
+from pipelines.settings import load_settings
+
+settings = load_settings({"backend": "lab"})
+assert settings.lab_url == "http://box:1/v1" and settings.origin("lab_url") == "env LLAMAPIPE_*"
+backend = load_backend(settings)
+assert backend.name == "lab" and backend.chat.openai_api_base == "http://box:1/v1"
+assert backend.chat.model_name == "lab-8b" and "lab server" in backend.reason
+print("ok")
+"""
+    env = {**os.environ, "LLAMAPIPE_LAB_URL": "http://box:1/v1", "OLLAMA_HOST": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", sketch + check], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-2000:]
