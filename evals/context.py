@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from evals.cache import OutputCache
-from evals.spec import EvalSpec, SystemSpec
 from pipelines.errors import UsageError, first_problem
 from pipelines.pool import default_concurrency
 from pipelines.settings import Settings, model_field
+
+if TYPE_CHECKING:
+    from evals.spec import EvalSpec, SystemSpec
 
 ModelFactory = Callable[[Settings], Any]  # settings -> Backend (name, model, chat)
 

@@ -36,9 +36,16 @@ if TYPE_CHECKING:
 
 
 def _tasks() -> dict[str, type[Task]]:
-    """The registered tasks, imported when a spec is checked: they import this module."""
+    """The registered tasks (evals/tasks/), imported only when a spec is checked: the
+    harness's lighter commands (history, schedule) never load them. The tasks refer to
+    this module's classes in type hints only."""
     from evals.tasks import TASKS
 
+    for task in TASKS.values():
+        for model, fields in ((EvalSpec, task.spec_fields), (SystemSpec, task.system_fields)):
+            unknown = sorted(set(fields) - set(model.model_fields))
+            if unknown:
+                raise ValueError(f"task {task.name!r}: {model.__name__} has no field {unknown}")
     return TASKS
 
 

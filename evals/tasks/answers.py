@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evals.cache import cache_key
 from evals.context import RunContext, backend_for
-from evals.spec import SystemSpec
 from evals.stats import bootstrap_means
 from evals.tasks.base import Produced, Task, summary_document
 from pipelines.errors import BackendError
+
+if TYPE_CHECKING:
+    from evals.spec import SystemSpec
 
 
 class AnswerTask(Task):

@@ -11,7 +11,7 @@ corpus, with paired bootstrap intervals resampled by group (a poem, a dialog).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,12 +19,14 @@ from evals.cache import cache_key
 from evals.context import RunContext, backend_for
 from evals.data import Item, load_dialog_items, load_outputs, load_translation
 from evals.metrics import Scorer, default_tokenizer
-from evals.spec import SystemSpec
 from evals.stats import bootstrap
 from evals.tasks.base import Produced, Task, summary_document
 from pipelines.budget import Budget, budget_for
 from pipelines.errors import BackendError, ContextOverflowError, UsageError
 from prompts import load_prompt, show
+
+if TYPE_CHECKING:
+    from evals.spec import SystemSpec
 
 
 def few_shot_examples(items: list[Item], index: int, shots: int) -> list[dict[str, Any]]:
