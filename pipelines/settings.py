@@ -109,9 +109,9 @@ class _Settings(BaseSettings):
         None,
         ge=1,
         le=256,
-        description="Model calls an eval runs at once; empty means 4 for Ollama (set "
-        "OLLAMA_NUM_PARALLEL on the server to match), 8 for an OpenAI-compatible server, and "
-        "1 for the embedded model.",
+        description="Model calls an eval runs at once; empty means what the backend declares ("
+        + ", ".join(f"{p.name} {p.concurrency}" for p in REGISTRY.providers())
+        + "; set OLLAMA_NUM_PARALLEL on an Ollama server to match).",
     )
     threads: int | None = Field(
         None,
