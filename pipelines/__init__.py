@@ -4,7 +4,8 @@
     backend = load_backend(load_settings({"backend": "embedded"}))
     print(backend.chat.invoke("Hello!").content)
 
-Submodules: `settings`, `errors`, `backends` (Ollama / embedded llama.cpp).
+Submodules: `settings`, `errors`, `backends` (Ollama / embedded llama.cpp); `Toolkit`
+(pipelines.toolkit) builds the RAG, PAL and chat pipelines from settings.
 Names below are imported lazily, so `import pipelines` stays fast.
 """
 
@@ -21,6 +22,7 @@ _EXPORTS = {
     "Backend": "pipelines.backends",
     "load_backend": "pipelines.backends",
     "LlamapipeError": "pipelines.errors",
+    "Toolkit": "pipelines.toolkit",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

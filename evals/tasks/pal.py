@@ -33,23 +33,18 @@ class PALTask(AnswerTask):
         return {"task_prompt": getattr(item, "task", None), "index": None}
 
     def open(self) -> None:
-        from pipelines.sandbox import Limits, Sandbox
+        from pipelines.toolkit import Toolkit
 
-        settings = self.settings
-        self.sandbox = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
+        self.toolkit = Toolkit(self.settings)  # PAL's sandbox, made as `pal ask` makes it
 
     def close(self) -> None:
-        self.sandbox.close()
+        self.toolkit.close()
 
     def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
-        from pipelines.pal import PAL, Baseline, same_answer
+        from pipelines.pal import same_answer
 
         backend, _ = backend_for(ctx, system)
-        task = item.task or "math"
-        if system.method == "pal":
-            runner: Any = PAL(model=backend.chat, sandbox=self.sandbox, task=task)
-        else:
-            runner = Baseline(model=backend.chat, method=system.method, task=task)
+        runner = self.toolkit.pal(method=system.method, task=item.task or "math", backend=backend)
         result = runner.invoke(item.question)
         correct = bool(result.ok and same_answer(result.answer, item.answer))
         return {

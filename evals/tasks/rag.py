@@ -42,27 +42,34 @@ class RAGTask(AnswerTask):
         return item.get("gold_sources") or []
 
     def open(self) -> None:
-        from pipelines.rag import Index
+        from pipelines.toolkit import Toolkit
 
+        # Opened as `rag ask` opens it (dense when there is an embeddings model), so the
+        # eval scores the retrieval users get; a mistyped `index:` is an error, not empty.
+        self.toolkit = Toolkit(self.settings)
         spec = self.spec
         if spec.index is not None:
-            self.index = Index(spec.resolve(spec.index))
+            self.index = self.toolkit.index(spec.resolve(spec.index))
             return
         if spec.corpus is None:
             raise UsageError(
                 "a rag spec needs `index:` or `corpus:`", hint="corpus: path/to/documents/"
             )
-        self.index = Index(self.out / f"{spec.name}-index")
+        self.index = self.toolkit.index_for_ingest(self.out / f"{spec.name}-index")
         self.index.ingest([spec.resolve(spec.corpus)])
 
+    def close(self) -> None:
+        self.toolkit.close()
+
     def cache_parts(self, system: SystemSpec, item: Any) -> dict[str, Any]:
-        return {"task_prompt": None, "index": (str(self.index.path), self.index.generation())}
+        index = self.index  # dense or not retrieves differently: both are in the key
+        return {"task_prompt": None,
+                "index": (str(index.path), index.generation(), index.embed_model)}  # fmt: skip
 
     def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
-        from pipelines.rag import RAG
-
         backend, _ = backend_for(ctx, system)
-        answer = RAG(model=backend.chat, index=self.index, k=system.k).invoke(item["question"])
+        rag = self.toolkit.rag(k=system.k, index=self.index, backend=backend)
+        answer = rag.invoke(item["question"])
         gold = set(item.get("gold_sources") or [])
         got = {Path(r.source).name for r in answer.retrieved}
         recall = 100.0 * len({Path(g).name for g in gold} & got) / len(gold) if gold else 100.0
@@ -73,6 +80,7 @@ class RAGTask(AnswerTask):
         return {
             "output": answer.answer,
             "citations": [c.model_dump() for c in answer.citations],
+            "retrieved": [r.model_dump() for r in answer.retrieved],
             "metrics": {
                 "citation_validity": validity,
                 "recall@k": recall,

@@ -16,9 +16,11 @@ from rich.table import Table
 
 from llamapipe_app.commands import common
 from llamapipe_app.commands.common import (
+    ContinueFlag,
     JsonFlag,
+    LinesFlag,
+    SessionFlag,
     VerboseFlag,
-    announce,
     err,
     out,
     print_json,
@@ -36,18 +38,6 @@ HELP = """commands:
   /system TEXT     set the system prompt (empty: none)
   /save NAME       give this session a name (it is saved as you go)
   /exit            leave (or Ctrl-D); Ctrl-C stops an answer"""
-
-
-SessionFlag = Annotated[
-    Optional[str],
-    typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
-]
-ContinueFlag = Annotated[
-    bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
-]
-LinesFlag = Annotated[
-    bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
-]
 
 
 @with_model_flags
@@ -113,19 +103,11 @@ def converse(
             "--interactive needs a terminal, and standard input is not one",
             hint="pipe the turns without -i (one turn, or --lines for one per line)",
         )
-    from pipelines.chat import SessionStore
-
-    store = SessionStore.in_data_dir(settings.data_dir)
-    index = None
-    if rag_index is not None:
-        from llamapipe_app.commands.rag import open_index
-
-        index = open_index(settings, rag_index, dense=True)
-        if not index.sources():
-            raise UsageError(
-                f"the index at {index.path} is empty",
-                hint="add documents: llamapipe rag ingest PATH",
-            )
+    kit = common.toolkit(settings)
+    store = kit.store()
+    if rag_index is not None:  # a missing or empty index fails before the model loads
+        kit.index(rag_index)
+        err.print(f"[dim]dense retrieval: {kit.embeddings()[2]}[/dim]", highlight=False)
     name = _session_name(store, session, resume, system)
     if prompt is not None:
         turns = [common.text_arg(prompt)]
@@ -133,7 +115,7 @@ def converse(
         turns = _piped_turns(lines)
     else:
         turns = []
-    responder = _responder(store, settings, index, k)
+    responder = _responder(kit, rag_index, k)
     if not turns:
         return _repl(store, name, responder, settings, verbose)
     replies = []
@@ -175,50 +157,34 @@ class _Responder:
 
     on_stop = ""
 
-    def __init__(self, conversation: Any, model: Any, settings: Settings) -> None:
+    def __init__(self, kit: Any, conversation: Any) -> None:
+        self.kit = kit
         self.conversation = conversation
-        self.model = model
-        self.settings = settings
+        self.settings = kit.settings
+        self.model = kit.backend().chat
         self.last_program: str | None = None
-        self._sandbox: Any = None
 
     def pal(self, session: str, question: str) -> None:
         """Answer with PAL; the question and answer join the session (the program in meta)."""
-        from pipelines.chat import Message
-        from pipelines.pal import PAL
-
         if not question.strip():
             err.print("[red]/pal needs a question[/red] (e.g. /pal 17 * 23 + 4?)")
             return
-        if self._sandbox is None:
-            from pipelines.sandbox import Limits, Sandbox
-
-            self._sandbox = Sandbox(
-                Limits.from_settings(self.settings), isolation=self.settings.sandbox_isolation
-            )
         with spinner("Writing and running a program..."):
-            result = PAL(model=self.model, sandbox=self._sandbox).invoke(question)
+            result = self.kit.pal().invoke(question)
         self.last_program = result.program
+        text = self.kit.save_pal_turn(session, question, result)
         if result.ok:
-            text = f"{result.answer}"
             sys.stdout.write(f"{text}\n")
             err.print("[dim](/program shows the program)[/dim]")
         else:
-            text = f"(no program succeeded: {result.error})"
             err.print(f"[red]{text}[/red]", highlight=False)
-        meta = {"pal": {"program": result.program, "answer": result.answer, "ok": result.ok}}
-        self.conversation.store.append(
-            session, Message("user", question), Message("assistant", text, meta)
-        )
 
     def drop_sandbox(self) -> None:
         """After a failed /pal: the next one builds its sandbox anew."""
-        self.close()
-        self._sandbox = None
+        self.kit.drop_sandbox()
 
     def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
+        self.kit.close()
 
 
 class _Chat(_Responder):
@@ -255,7 +221,7 @@ class _RAGChat(_Responder):
     on_stop = "; an unchecked answer is not saved"
 
     def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
-        from llamapipe_app.commands.rag import print_checked_answer
+        from llamapipe_app.commands.shown import print_checked_answer
         from pipelines.chat import ChatTurn, RAGChatReply, Rewritten
 
         reply = None
@@ -275,18 +241,11 @@ class _RAGChat(_Responder):
         return reply
 
 
-def _responder(store: Any, settings: Settings, index: Any, k: int) -> Any:
-    backend = common.load_model(settings)
-    announce(backend)
+def _responder(kit: Any, index: Path | None, k: int) -> Any:
+    common.load_model(kit)
     if index is None:
-        from pipelines.chat import Conversation
-
-        return _Chat(Conversation(model=backend.chat, store=store), backend.chat, settings)
-    from pipelines.chat import RAGConversation
-    from pipelines.rag import RAG
-
-    rag = RAG(model=backend.chat, index=index, k=k, backend=backend.name)
-    return _RAGChat(RAGConversation(rag=rag, store=store), backend.chat, settings)
+        return _Chat(kit, kit.conversation())
+    return _RAGChat(kit, kit.conversation(index=index, k=k))
 
 
 # -- the REPL --------------------------------------------------------------------------------
@@ -418,8 +377,7 @@ def _one_shot(
 
     if not prompt.strip():
         raise UsageError("the prompt is empty", hint='pass some text, e.g. llamapipe chat "Hello"')
-    backend = common.load_model(settings)
-    announce(backend)
+    backend = common.load_model(common.toolkit(settings))
     template = load_prompt("chat/default")
     variables = {"prompt": prompt, "system": system or ""}
     if verbose:
@@ -465,9 +423,7 @@ def sessions(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List saved sessions, most recent first."""
     if ctx.invoked_subcommand is not None:
         return
-    from pipelines.chat import SessionStore
-
-    found = SessionStore.in_data_dir(load_settings().data_dir).sessions()
+    found = common.toolkit(load_settings()).store().sessions()
     if as_json:
         print_json({"sessions": [s.to_json() for s in found]})
         return
@@ -487,9 +443,7 @@ def show_session(
     name: Annotated[str, typer.Argument(help="The session's name.")], as_json: JsonFlag = False
 ) -> None:
     """Print a session's messages."""
-    from pipelines.chat import SessionStore
-
-    store = SessionStore.in_data_dir(load_settings().data_dir)
+    store = common.toolkit(load_settings()).store()
     messages = store.messages(name)
     if as_json:
         print_json(
@@ -521,12 +475,11 @@ def export_sessions(
     ] = None,
 ) -> None:
     """Export saved conversations as a dataset, for fine-tuning or a `dialog` eval."""
-    from pipelines.chat import SessionStore
     from pipelines.chat.dialogs import export
 
     if form not in ("dialogs", "messages"):
         raise UsageError(f"unknown format {form!r}", hint="--format dialogs or --format messages")
-    store = SessionStore.in_data_dir(load_settings().data_dir)
+    store = common.toolkit(load_settings()).store()
     for name in names or []:
         store.system(name)  # each named one exists, or one clear error
     text = export(store, names or [], form)  # type: ignore[arg-type]
@@ -547,9 +500,7 @@ def remove_session(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove sessions and their messages."""
-    from pipelines.chat import SessionStore
-
-    store = SessionStore.in_data_dir(load_settings().data_dir)
+    store = common.toolkit(load_settings()).store()
     for name in names:  # all known before any goes: a typo removes nothing
         store.system(name)
     removed = {name: store.delete(name) for name in names}

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.console import Console
 from pipelines.backends.registry import REGISTRY
 from pipelines.errors import UsageError
 from pipelines.settings import Settings, host_field, load_settings, model_field
+
+if TYPE_CHECKING:
+    from pipelines.toolkit import Toolkit
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -118,6 +121,26 @@ VerboseFlag = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show the rendered prompt on stderr.")
 ]
 
+# -- shared by `chat` and `rag` -------------------------------------------------------------
+
+SessionFlag = Annotated[
+    Optional[str],
+    typer.Option("--session", help="Save the turns in this session; continue it if it exists."),
+]
+ContinueFlag = Annotated[
+    bool, typer.Option("--continue", "-c", help="Continue the most recent session.")
+]
+LinesFlag = Annotated[
+    bool, typer.Option("--lines", help="Piped input: one turn per line (else one turn).")
+]
+IndexFlag = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--index", help="Index folder (default: <data_dir>/index; see `llamapipe config`)."
+    ),
+]
+KFlag = Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)]
+
 
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
@@ -138,13 +161,21 @@ def announce(backend: Any) -> None:
     err.print(f"[dim]backend: {backend.name} ({backend.model}) - {backend.reason}[/dim]")
 
 
-def load_model(settings: Settings) -> Any:
-    from pipelines.backends import load_backend
+def toolkit(settings: Settings) -> Toolkit:
+    """What a command builds its pipelines with."""
+    from pipelines.toolkit import Toolkit
 
-    with spinner("Looking for a model..."):
-        backend = load_backend(settings)
-    with spinner(f"Loading {backend.model}..."):
-        backend.warm()
+    return Toolkit(settings)
+
+
+def load_model(kit: Toolkit, settings: Settings | None = None) -> Any:
+    """The toolkit's backend (or a variant's, for `settings`), loaded under a spinner; the
+    `backend: name (model) - reason` line on stderr says which."""
+    if settings is None:
+        backend = kit.backend(progress=spinner)
+    else:
+        backend = kit.backend_for(settings, progress=spinner)
+    announce(backend)
     return backend
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -56,22 +57,41 @@ def run(
             }
         )
     where = writable_folder(_out(out_dir), "runs folder")
+    with common.toolkit(settings) as kit, _progress_bar(spec.name) as step:
+        try:
+            with run_lock(where) if scheduled else contextlib.nullcontext():
+                summary = run_spec(
+                    spec, where, settings=settings,
+                    backend_factory=lambda s: common.load_model(kit, s), on_step=step,
+                )  # fmt: skip
+        except KeyboardInterrupt:
+            raise _interrupted_run(where, spec, spec_path) from None
+    run_dir = where / summary["run_id"]
+    if as_json:
+        print_json(summary)
+    else:
+        _print_report(run_dir / "report.md")
+        err.print(
+            f"report: {run_dir / 'report.html'}\nhistory: {where / 'index.html'}", highlight=False
+        )
+    if _print_regressions(summary) and scheduled:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _progress_bar(name: str) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on stderr (only on a terminal: no stale bar in logs and pipes); yields
+    what the runner calls at each step."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("[dim]{task.fields[note]}"),
         console=err,
-        disable=not err.is_terminal,  # no stale bar in logs and pipes
+        disable=not err.is_terminal,
     )
-
-    def factory(s: Any) -> Any:
-        backend = common.load_model(s)
-        common.announce(backend)
-        return backend
-
     with progress:
-        bar = progress.add_task(spec.name, total=None, note="")
+        bar = progress.add_task(name, total=None, note="")
 
         def step(p: Any) -> None:
             progress.update(
@@ -83,32 +103,20 @@ def run(
                 + (f", {p.in_flight} in flight" if p.in_flight > 1 else ""),
             )
 
-        try:
-            with run_lock(where) if scheduled else contextlib.nullcontext():
-                summary = run_spec(
-                    spec, where, settings=settings, backend_factory=factory, on_step=step
-                )
-        except KeyboardInterrupt:
-            raise _interrupted_run(where, spec, spec_path) from None
-    run_dir = where / summary["run_id"]
-    if as_json:
-        print_json(summary)
-    else:
-        _print_report(run_dir / "report.md")
-        err.print(
-            f"report: {run_dir / 'report.html'}\nhistory: {where / 'index.html'}", highlight=False
-        )
+        yield step
+
+
+def _print_regressions(summary: dict[str, Any]) -> bool:
+    """Say what regressed since the previous run; whether anything did."""
     regressions = (summary.get("previous") or {}).get("regressions") or []
-    if regressions:
-        for r in regressions:
-            err.print(
-                f"[bold red]regressed:[/bold red] {r['system']} {r['metric']} "
-                f"{r['previous']:.2f} -> "
-                f"{r['current']:.2f} (95% CI of the change {r['ci']})",
-                highlight=False,
-            )
-        if scheduled:
-            raise typer.Exit(EXIT_FAILED)
+    for r in regressions:
+        err.print(
+            f"[bold red]regressed:[/bold red] {r['system']} {r['metric']} "
+            f"{r['previous']:.2f} -> "
+            f"{r['current']:.2f} (95% CI of the change {r['ci']})",
+            highlight=False,
+        )
+    return bool(regressions)
 
 
 def _print_report(path: Path) -> None:

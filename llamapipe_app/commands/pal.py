@@ -14,13 +14,13 @@ from llamapipe_app.commands.common import (
     ConcurrencyFlag,
     JsonFlag,
     VerboseFlag,
-    announce,
     err,
     out,
     print_json,
     spinner,
     with_model_flags,
 )
+from llamapipe_app.commands.shown import print_pal_event
 from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from pipelines.settings import Settings
 
@@ -44,22 +44,21 @@ FormFlag = Annotated[
 ]
 
 
-def _pal_parts(settings: Settings, form: str) -> tuple[Any, Any]:
-    """The model in the asked-for form, and a started sandbox."""
-    from pipelines.sandbox import Limits, Sandbox
+def _ready(kit: Any, method: str, task: str, form: str) -> Any:
+    """The backend, loaded once the options are known to be good, and for PAL the sandbox,
+    started (so a machine without its walls says so before any model call)."""
+    from pipelines.pal.pipeline import resolve_task
+    from pipelines.toolkit import check_pal_options
 
-    if form not in ("chat", "completion"):
-        raise UsageError(
-            f"--form must be chat or completion, not {form!r}",
-            hint="chat (the default) or completion (a raw-text prompt)",
-        )
-    backend = common.load_model(settings)
-    announce(backend)
-    sandbox = Sandbox(Limits.from_settings(settings), isolation=settings.sandbox_isolation)
-    sandbox.start()
-    if sandbox.isolation == "unsafe":
-        err.print("[bold yellow]UNSAFE:[/bold yellow] programs run without OS walls")
-    return backend, sandbox
+    check_pal_options(method, form)
+    resolve_task(task, "chat" if form == "chat" else "completion")  # before the model loads
+    backend = common.load_model(kit)
+    if method == "pal":
+        sandbox = kit.sandbox()
+        sandbox.start()
+        if sandbox.isolation == "unsafe":
+            err.print("[bold yellow]UNSAFE:[/bold yellow] programs run without OS walls")
+    return backend
 
 
 @app.command("ask")
@@ -83,68 +82,54 @@ def pal_ask(
     settings: Settings,
 ) -> None:
     """Answer a question with a program the model writes and the sandbox runs."""
-    from rich.syntax import Syntax
-
     from pipelines.pal import PAL, PALEvent, PALResult
-    from pipelines.pal.pipeline import resolve_task
     from prompts import show
 
     question = common.text_arg(question)
     if not question.strip():
         raise UsageError("the question is empty", hint='e.g. llamapipe pal ask "What is 6 * 7?"')
-    if form in ("chat", "completion"):  # an unknown task fails before the model loads
-        resolve_task(task, "chat" if form == "chat" else "completion")
-    backend, sandbox = _pal_parts(settings, form)
-    model = backend.chat if form == "chat" else backend.completion
-    pal = PAL(model=model, sandbox=sandbox, task=task, samples=samples, retries=retries)
-    if verbose:
-        err.print(show(pal.render(question)), markup=False, highlight=False)
     result: PALResult | None = None
-    try:
+    with common.toolkit(settings) as kit:
+        backend = _ready(kit, "pal", task, form)
+        pal = kit.pal(task=task, form=form, samples=samples, retries=retries)
+        assert isinstance(pal, PAL)  # method pal, not a baseline
+        if verbose:
+            err.print(show(pal.render(question)), markup=False, highlight=False)
         with spinner(f"{backend.model} is writing a program..."):
             for item in pal.stream(question):
                 if isinstance(item, PALEvent):
-                    _print_pal_event(item)
+                    print_pal_event(item)
                 else:
                     result = item
-    finally:
-        sandbox.close()
     assert result is not None
     if as_json:
         print_json(result.to_json())
     else:
-        if show_program:
-            for attempt in result.attempts:
-                err.rule(f"sample {attempt.sample + 1}, attempt {attempt.attempt + 1}")
-                if attempt.program:
-                    err.print(Syntax(attempt.program, "python", theme="ansi_dark"))
-                else:
-                    err.print(attempt.reply, markup=False, highlight=False)
-                if attempt.error:
-                    err.print(f"[red]{attempt.error.type}[/red]: {attempt.error.message}")
-        if result.program and not show_program:  # --show-program printed it above
-            out.print(Syntax(result.program, "python", theme="ansi_dark", line_numbers=False))
-        if result.ok:
-            out.print(f"[b]answer:[/b] {json.dumps(result.answer, ensure_ascii=False)}")
-            if len(result.votes) > 1 or samples > 1:
-                tally = ", ".join(f"{a} x{n}" for a, n in result.votes.items())
-                out.print(f"[dim]votes: {tally}[/dim]")
-        else:
-            err.print(f"[bold red]no answer:[/bold red] {result.error}")
+        _print_result(result, show_program, samples)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
-def _print_pal_event(event: Any) -> None:
-    where = (
-        f"sample {event.sample + 1}, attempt {event.attempt + 1}"
-        if event.sample is not None
-        else ""
-    )
-    if event.kind == "ran":
-        status = "[green]ran[/green]" if event.ok else f"[red]{event.error.type}[/red]"
-        err.print(f"[dim]{where}:[/dim] {status}", highlight=False)
-    elif event.kind == "generated" and event.error is not None:
-        err.print(f"[dim]{where}:[/dim] [red]{event.error.type}[/red]", highlight=False)
+def _print_result(result: Any, show_program: bool, samples: int) -> None:
+    from rich.syntax import Syntax
+
+    if show_program:
+        for attempt in result.attempts:
+            err.rule(f"sample {attempt.sample + 1}, attempt {attempt.attempt + 1}")
+            if attempt.program:
+                err.print(Syntax(attempt.program, "python", theme="ansi_dark"))
+            else:
+                err.print(attempt.reply, markup=False, highlight=False)
+            if attempt.error:
+                err.print(f"[red]{attempt.error.type}[/red]: {attempt.error.message}")
+    if result.program and not show_program:  # --show-program printed it above
+        out.print(Syntax(result.program, "python", theme="ansi_dark", line_numbers=False))
+    if result.ok:
+        out.print(f"[b]answer:[/b] {json.dumps(result.answer, ensure_ascii=False)}")
+        if len(result.votes) > 1 or samples > 1:
+            tally = ", ".join(f"{a} x{n}" for a, n in result.votes.items())
+            out.print(f"[dim]votes: {tally}[/dim]")
+    else:
+        err.print(f"[bold red]no answer:[/bold red] {result.error}")
 
 
 @app.command("run")
@@ -165,20 +150,49 @@ def pal_run(
     settings: Settings,
 ) -> None:
     """Run a dataset and print accuracy (a line's own "task" wins over --task)."""
+    from pipelines.pal import load_dataset, same_answer
+    from pipelines.pool import default_concurrency
+    from pipelines.toolkit import check_pal_options
+
+    check_pal_options(method, form)
+    items = load_dataset(dataset)[:limit]
+    with common.toolkit(settings) as kit:
+        backend = _ready(kit, method, task, form)
+
+        def solve(item: Any) -> dict[str, Any]:
+            item_task = item.task or task
+            runner = kit.pal(
+                method=method, task=item_task, form=form, samples=samples, retries=retries
+            )
+            result = runner.invoke(item.question)
+            return {
+                "id": item.id, "task": item_task, "lang": item.lang, "question": item.question,
+                "expected": item.answer, "answer": result.answer,
+                "correct": result.ok and same_answer(result.answer, item.answer),
+                "ok": result.ok, "error": result.error,
+            }  # fmt: skip
+
+        workers = concurrency or settings.concurrency or default_concurrency(backend.name)
+        rows = _solve_all(solve, items, workers, f"{method} on {backend.model}")
+    correct = sum(r["correct"] for r in rows)
+    doc = {
+        "dataset": str(dataset), "method": method, "backend": backend.name,
+        "model": backend.model, "correct": correct, "total": len(rows),
+        "accuracy": round(correct / len(rows), 4), "items": rows,
+    }  # fmt: skip
+    if as_json:
+        print_json(doc)
+    else:
+        _print_accuracy(rows)
+
+
+def _solve_all(solve: Any, items: list[Any], workers: int, label: str) -> list[dict[str, Any]]:
+    """Every item's row, in the dataset's order, under a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from pipelines.pal import PAL, Baseline, load_dataset, same_answer
-    from pipelines.pool import bounded, default_concurrency
+    from pipelines.pool import bounded
 
-    if method not in ("pal", "cot", "direct"):
-        raise UsageError(
-            f"--method must be pal, cot or direct, not {method!r}",
-            hint="pal runs the model's program; cot and direct are the baselines",
-        )
-    items = load_dataset(dataset)[:limit]
-    backend, sandbox = _pal_parts(settings, form)
-    model = backend.chat if form == "chat" else backend.completion
-    rows = []
+    rows: list[dict[str, Any]] = []
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -186,33 +200,9 @@ def pal_run(
         console=err,
         disable=not err.is_terminal,
     )
-
-    def solve(item: Any) -> dict[str, Any]:
-        item_task = item.task or task
-        runner: Any
-        if method == "pal":
-            runner = PAL(
-                model=model, sandbox=sandbox, task=item_task, samples=samples, retries=retries
-            )
-        else:
-            runner = Baseline(model=model, method=method, task=item_task)  # type: ignore[arg-type]
-        result = runner.invoke(item.question)
-        return {
-            "id": item.id,
-            "task": item_task,
-            "lang": item.lang,
-            "question": item.question,
-            "expected": item.answer,
-            "answer": result.answer,
-            "correct": result.ok and same_answer(result.answer, item.answer),
-            "ok": result.ok,
-            "error": result.error,
-        }
-
-    workers = concurrency or settings.concurrency or default_concurrency(backend.name)
     try:
         with progress:
-            bar = progress.add_task(f"{method} on {backend.model}", total=len(items))
+            bar = progress.add_task(label, total=len(items))
             for _, row in bounded(solve, items, workers):
                 rows.append(row)
                 progress.advance(bar)
@@ -223,24 +213,13 @@ def pal_run(
             "pal run keeps no partial results",
             hint="run it again; --limit N runs only the first N problems",
         ) from None
-    finally:
-        sandbox.close()
     order = {item.id: n for n, item in enumerate(items)}
     rows.sort(key=lambda r: order[r["id"]])  # finished in any order; shown in the dataset's
+    return rows
+
+
+def _print_accuracy(rows: list[dict[str, Any]]) -> None:
     correct = sum(r["correct"] for r in rows)
-    doc = {
-        "dataset": str(dataset),
-        "method": method,
-        "backend": backend.name,
-        "model": backend.model,
-        "correct": correct,
-        "total": len(rows),
-        "accuracy": round(correct / len(rows), 4),
-        "items": rows,
-    }
-    if as_json:
-        print_json(doc)
-        return
     table = Table("task", "correct", "total", "accuracy", header_style="bold")
     for name in sorted({r["task"] for r in rows}):
         group = [r for r in rows if r["task"] == name]

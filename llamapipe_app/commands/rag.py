@@ -10,17 +10,21 @@ import typer
 from rich.table import Table
 
 from llamapipe_app.commands import common
-from llamapipe_app.commands.chat import ContinueFlag, LinesFlag, SessionFlag
 from llamapipe_app.commands.common import (
+    ContinueFlag,
+    IndexFlag,
     JsonFlag,
+    KFlag,
+    LinesFlag,
+    SessionFlag,
     VerboseFlag,
-    announce,
     err,
     out,
     print_json,
     spinner,
     with_model_flags,
 )
+from llamapipe_app.commands.shown import print_checked_answer, source
 from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from pipelines.settings import Settings, load_settings
 
@@ -29,30 +33,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-IndexFlag = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--index", help="Index folder (default: <data_dir>/index; see `llamapipe config`)."
-    ),
-]
 
-
-def open_index(
-    settings: Settings, index: Path | None, dense: bool = False, create: bool = False
-) -> Any:
-    """The index (see pipelines.rag.opening); says how retrieval will work when `dense`."""
-    from pipelines.rag.opening import open_index as opened
-
-    idx, why = opened(settings, index, dense=dense, create=create)
-    if dense:
-        err.print(f"[dim]dense retrieval: {why}[/dim]", highlight=False)
-    return idx
-
-
-def _shown(source: str) -> str:
-    from pipelines.rag.index import source_name
-
-    return source_name(source)
+def say_retrieval(kit: Any) -> None:
+    """How retrieval will work (dense too, or BM25 only), and why."""
+    err.print(f"[dim]dense retrieval: {kit.embeddings()[2]}[/dim]", highlight=False)
 
 
 _STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow",
@@ -81,7 +65,9 @@ def ingest(
             f"found no documents in {', '.join(map(str, paths))}",
             hint="llamapipe reads .txt, .md, .html and .pdf files (hidden ones are skipped)",
         )
-    idx = open_index(settings, index, dense=True, create=True)
+    kit = common.toolkit(settings)
+    idx = kit.index_for_ingest(index)
+    say_retrieval(kit)
 
     def show(status: Any) -> None:
         if not as_json:
@@ -89,7 +75,7 @@ def ingest(
             why = f" ({status.reason})" if status.reason else ""
             chunks = f" {status.chunks} chunks" if status.chunks else ""
             err.print(
-                f"[{style}]{status.status:9}[/{style}] {_shown(status.source)}{chunks}{why}",
+                f"[{style}]{status.status:9}[/{style}] {source(status.source)}{chunks}{why}",
                 highlight=False,
             )
 
@@ -122,25 +108,22 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="The question; '-' reads standard input.")],
     index: IndexFlag = None,
-    k: Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)] = 5,
+    k: KFlag = 5,
     as_json: JsonFlag = False,
     verbose: VerboseFlag = False,
     *,
     settings: Settings,
 ) -> None:
     """Answer from the indexed documents; stream the answer, then list the sources."""
-    from pipelines.rag import RAG, RAGAnswer
+    from pipelines.rag import RAGAnswer
     from prompts import show
 
     question = common.text_arg(question)
-    idx = open_index(settings, index, dense=True)
-    if not idx.sources():
-        raise UsageError(
-            f"the index at {idx.path} is empty", hint="add documents: llamapipe rag ingest PATH"
-        )
-    backend = common.load_model(settings)
-    announce(backend)
-    rag = RAG(model=backend.chat, index=idx, k=k, backend=backend.name)
+    kit = common.toolkit(settings)
+    idx = kit.index(index)  # a missing or empty index fails before the model loads
+    say_retrieval(kit)
+    common.load_model(kit)
+    rag = kit.rag(k=k, index=idx)
     if verbose:
         prompt = rag.prepare(question).prompt
         err.print(
@@ -162,39 +145,6 @@ def ask(
     raise typer.Exit(EXIT_OK)
 
 
-def print_checked_answer(answer: Any, settings: Settings) -> None:
-    """After the streamed text: the checked answer with its citations, and what was off."""
-    if not answer.abstained:
-        out.rule("checked answer", style="dim")
-        out.print(answer.answer, highlight=False)
-    for c in answer.citations:
-        page = f" p.{c.page}" if c.page else ""
-        where = f"{_shown(c.source)}{page} [{c.start}:{c.end}]"
-        note = (
-            " (attributed)"
-            if c.attributed
-            else ""
-            if c.supported
-            else " (does not clearly support it)"
-        )
-        out.print(f"[b][{c.n}][/b] {where}{note}\n    “{c.quote}”", highlight=False)
-    if answer.passages_dropped or answer.passages_trimmed:
-        err.print(
-            f"[yellow]the context window ({settings.num_ctx} tokens) was full: "
-            f"{answer.passages_dropped} retrieved passage(s) left out, "
-            f"{answer.passages_trimmed} cut at a sentence end[/yellow] "
-            "(--num-ctx gives the model more room, --k fewer passages)",
-            highlight=False,
-        )
-    if answer.dropped_markers:
-        err.print(
-            f"[yellow]dropped {answer.dropped_markers} citation marker(s) "
-            "that pointed at no source[/yellow]"
-        )
-    for sentence in answer.unsupported:
-        err.print(f"[yellow]unsupported:[/yellow] {sentence}", highlight=False)
-
-
 @app.command("chat")
 @with_model_flags
 def rag_chat(
@@ -203,7 +153,7 @@ def rag_chat(
         typer.Argument(help="One turn; none: interactive on a terminal, else standard input."),
     ] = None,
     index: IndexFlag = None,
-    k: Annotated[int, typer.Option("--k", help="Passages to retrieve.", min=1, max=50)] = 5,
+    k: KFlag = 5,
     session: SessionFlag = None,
     resume: ContinueFlag = False,
     lines: LinesFlag = False,
@@ -224,14 +174,14 @@ def rag_chat(
 @app.command("sources")
 def sources(index: IndexFlag = None, as_json: JsonFlag = False) -> None:
     """List the indexed documents."""
-    idx = open_index(load_settings(), index)
+    idx = common.toolkit(load_settings()).index(index, dense=False, allow_empty=True)
     rows = idx.sources()
     if as_json:
         print_json({"index": str(idx.path), "sources": rows})
         return
     table = Table("source", "kind", "chunks", "bytes", header_style="bold")
     for r in rows:
-        table.add_row(_shown(r["source"]), r["kind"], str(r["chunks"]), str(r["size"]))
+        table.add_row(source(r["source"]), r["kind"], str(r["chunks"]), str(r["size"]))
     out.print(table if rows else f"no documents in {idx.path}")
 
 
@@ -244,13 +194,13 @@ def remove(
     as_json: JsonFlag = False,
 ) -> None:
     """Drop documents (e.g. deleted files) and their chunks from the index."""
-    idx = open_index(load_settings(), index)
+    idx = common.toolkit(load_settings()).index(index, dense=False, allow_empty=True)
     statuses = idx.remove(sources_)
     if as_json:
         print_json({"files": [s.__dict__ for s in statuses]})
     else:
         for s in statuses:
             why = f" ({s.reason})" if s.reason else ""
-            err.print(f"{s.status:9} {_shown(s.source)}{why}", highlight=False)
+            err.print(f"{s.status:9} {source(s.source)}{why}", highlight=False)
     if not any(s.status == "removed" for s in statuses):
         raise typer.Exit(EXIT_FAILED)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from llamapipe_app.commands import common
-from llamapipe_app.commands.common import announce, err, out, with_model_flags
+from llamapipe_app.commands.common import err, out, with_model_flags
 from llamapipe_app.commands.rag import IndexFlag
 from pipelines.errors import UsageError
 from pipelines.rag import Index
@@ -70,8 +70,7 @@ def serve(
             f"`llamapipe rag ingest PATH --index {where}`",
             highlight=False,
         )
-    backend = common.load_model(settings)
-    announce(backend)
+    backend = common.load_model(common.toolkit(settings))
 
     import uvicorn
 

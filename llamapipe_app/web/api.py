@@ -73,18 +73,11 @@ def chat(body: ChatRequest, svc: Svc) -> StreamingResponse:
     indexed documents with `rag`. Events: `session` {session}; with `rag`, `question`
     {question, rewritten} (the follow-up made standalone); `token`s; `reply` (as
     `chat --json` gives each turn)."""
-    from pipelines.chat import (
-        ChatReply,
-        ChatTurn,
-        Conversation,
-        RAGChatReply,
-        RAGConversation,
-        Rewritten,
-    )
+    from pipelines.chat import ChatReply, ChatTurn, RAGChatReply, Rewritten
 
     store = svc.store()
     index = svc.index() if body.rag else None  # before the stream: a missing index is a 400
-    backend = svc.model()
+    conversation = svc.toolkit.conversation(index=index, k=body.k)
     fresh = not (body.session and store.exists(body.session))
     name = store.open(body.session) if body.session else store.create()
 
@@ -99,13 +92,6 @@ def chat(body: ChatRequest, svc: Svc) -> StreamingResponse:
 
     def turn_events() -> Iterator[str]:
         turn = ChatTurn(session=name, message=body.message)
-        if index is None:
-            conversation: Any = Conversation(model=backend.chat, store=store)
-        else:
-            from pipelines.rag import RAG
-
-            rag = RAG(model=backend.chat, index=index, k=body.k, backend=backend.name)
-            conversation = RAGConversation(rag=rag, store=store)
         for item in conversation.stream(turn):
             if isinstance(item, ChatReply):
                 yield event("reply", item.model_dump())
@@ -127,11 +113,9 @@ def rag_ask(body: AskRequest, svc: Svc) -> StreamingResponse:
     """An answer from the indexed documents. Events: `token`s, then `answer` (as `rag ask
     --json`: the checked answer, its citations with offsets into their sources, and the
     retrieved passages)."""
-    from pipelines.rag import RAG, RAGAnswer
+    from pipelines.rag import RAGAnswer
 
-    index = svc.index()
-    backend = svc.model()
-    rag = RAG(model=backend.chat, index=index, k=body.k, backend=backend.name)
+    rag = svc.toolkit.rag(k=body.k, index=svc.index())
 
     def events() -> Iterator[str]:
         for item in rag.stream(body.question):
@@ -147,18 +131,11 @@ def rag_ask(body: AskRequest, svc: Svc) -> StreamingResponse:
 def pal_ask(body: PALRequest, svc: Svc) -> PALAnswer:
     """The model writes a program, the sandbox runs it: the answer and the program (as `pal
     ask --json`). With `session`, the question and answer join that session."""
-    from pipelines.chat import Message
-    from pipelines.pal import PAL
-
-    backend = svc.model()
-    result = PAL(model=backend.chat, sandbox=svc.sandbox()).invoke(body.question)
+    kit = svc.toolkit
+    result = kit.pal().invoke(body.question)
     doc = result.to_json()
     if body.session:
-        store = svc.store()
-        name = store.open(body.session)
-        text = f"{result.answer}" if result.ok else f"(no program succeeded: {result.error})"
-        meta = {"pal": {"program": result.program, "answer": result.answer, "ok": result.ok}}
-        store.append(name, Message("user", body.question), Message("assistant", text, meta))
+        kit.save_pal_turn(kit.store().open(body.session), body.question, result)
     return PALAnswer(question=body.question, session=body.session, **doc)
 
 

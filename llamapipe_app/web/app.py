@@ -29,6 +29,7 @@ from pipelines.errors import (
     UsageError,
 )
 from pipelines.settings import Settings
+from pipelines.toolkit import Toolkit
 
 WEB = "llamapipe_app.web"  # its templates/ and static/ are package data
 STATIC = str(files(WEB) / "static")
@@ -48,12 +49,8 @@ def create_app(
     `loopback_only`: refuse requests addressed to any but a loopback name (the server is
     bound to loopback). `backend`: a loaded pipelines.backends.Backend (default: the one
     the settings choose, loaded on the first call that needs it)."""
-    svc = Services(
-        settings=settings,
-        index_path=(index or settings.data_dir / "index").expanduser(),
-        backend=backend,
-        token_required=token is not None,
-    )
+    kit = Toolkit(settings, backend=backend)
+    svc = Services(toolkit=kit, index_path=kit.index_path(index), token_required=token is not None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
