@@ -564,3 +564,90 @@ def test_cli_shows_sources_relative_to_where_you_are(
     assert "docs/ko.txt" in listed.stdout and str(tmp_path) not in listed.stdout
     doc = run_cli(capsys, "rag", "sources", "--index", "idx", "--json").json()
     assert {Path(s["source"]).is_absolute() for s in doc["sources"]} == {True}
+
+
+def test_the_rag_eval_retrieves_what_rag_ask_retrieves(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both build through one Toolkit: the eval's index is dense when `rag ask`'s is (the
+    words of "verses?" and "노래" are in no document: only the dense side finds them)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from evals.runner import read_results, run_spec
+    from evals.spec import load_spec
+    from pipelines.settings import load_settings
+    from tests.fakes import WordEmbeddings
+    from tests.scripted_backend import registered, scripted_provider
+
+    docs = tmp_path / "short"
+    docs.mkdir()
+    (docs / "poems.md").write_text("Hyangga are poems.\n", encoding="utf-8")
+    (docs / "ko.txt").write_text("처용가는 향가이다.\n", encoding="utf-8")
+    embeddings = WordEmbeddings(synonyms={"verses": "poems", "노래": "향가이다"})
+    model = ScriptedChat(lambda prompt: "Hyangga are Silla-era poems [1].")
+    words = (embeddings, "words", "word vectors (a test)")
+    provider = replace(scripted_provider(model), embeddings=lambda settings: words)
+    questions = ["verses?", "노래", "처용가는 누가 지었나요?"]
+    dataset = tmp_path / "questions.jsonl"
+    dataset.write_text(
+        "".join(
+            json.dumps({"id": f"q{n}", "question": q}, ensure_ascii=False) + "\n"
+            for n, q in enumerate(questions)
+        ),
+        encoding="utf-8",
+    )
+    where = tmp_path / "dense-index"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: same\ntask: rag\ndataset: {dataset}\nindex: {where}\nsystems: [{{name: k3, k: 3}}]"
+    )
+    with registered(provider):
+        monkeypatch.setenv("LLAMAPIPE_BACKEND", "scripted")
+        assert run_cli(capsys, "rag", "ingest", str(docs), "--index", str(where)).code == 0
+        asked = [
+            run_cli(capsys, "rag", "ask", q, "--index", str(where), "--k", "3", "--json").json()
+            for q in questions
+        ]
+        fake = SimpleNamespace(name="scripted", model="scripted", chat=model)
+        summary = run_spec(
+            load_spec(spec), tmp_path / "runs", settings=load_settings(),
+            backend_factory=lambda settings: fake,
+        )  # fmt: skip
+    rows = {
+        r["id"]: r for r in read_results(tmp_path / "runs" / summary["run_id"] / "results.jsonl")
+    }
+
+    def passages(retrieved: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(r["source"], r["chunk_id"]) for r in retrieved]
+
+    for n, doc in enumerate(asked):
+        assert passages(rows[f"q{n}"]["retrieved"]) == passages(doc["retrieved"]), questions[n]
+    assert all(doc["retrieved"] for doc in asked), "dense retrieval found every one"
+
+
+def test_a_rag_spec_whose_index_is_no_index_is_an_error_not_an_empty_index(
+    tmp_path: Path,
+) -> None:
+    from evals.runner import run_spec
+    from evals.spec import load_spec
+    from pipelines.errors import UsageError
+    from pipelines.settings import load_settings
+
+    dataset = tmp_path / "q.jsonl"
+    dataset.write_text(json.dumps({"id": "a", "question": "향가?"}) + "\n", encoding="utf-8")
+    spec = tmp_path / "spec.yaml"
+    missing = tmp_path / "not-an-index"  # a folder, so the spec's own path check passes
+    missing.mkdir()
+    spec.write_text(
+        f"name: typo\ntask: rag\ndataset: {dataset}\nindex: {missing}\n"
+        "systems: [{name: k3, k: 3}]"
+    )
+    with pytest.raises(UsageError, match="no index at"):
+        run_spec(
+            load_spec(spec),
+            tmp_path / "runs",
+            settings=load_settings(),
+            backend_factory=lambda s: None,
+        )
+    assert list(missing.iterdir()) == [], "a reader makes no index"
