@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from evals.data import PAL_PROBLEMS
-from pipelines.backends import Backend, choose_backend, load_backend
+from pipelines.backends import Backend
 from pipelines.errors import LlamapipeError
-from pipelines.pal import PAL, Baseline, load_dataset, same_answer
+from pipelines.pal import load_dataset, same_answer
 from pipelines.sandbox import Sandbox
 from pipelines.settings import load_settings
+from pipelines.toolkit import Toolkit
 
 MAX_TOKENS = 160
 
@@ -45,9 +46,9 @@ class TimedSandbox:
             self.seconds += time.perf_counter() - started
 
 
-def overhead(backend: Backend, sandbox: Sandbox, questions: list[str]) -> dict[str, Any]:
-    timed = TimedSandbox(sandbox)
-    pal = PAL(model=backend.chat, sandbox=timed, retries=1)
+def overhead(kit: Toolkit, questions: list[str]) -> dict[str, Any]:
+    timed = TimedSandbox(kit.sandbox())
+    pal = kit.pal(retries=1).model_copy(update={"sandbox": timed})
     pal.invoke(questions[0])  # warm the model and the pool
     timed.seconds = 0.0
     generation = 0.0
@@ -66,18 +67,13 @@ def overhead(backend: Backend, sandbox: Sandbox, questions: list[str]) -> dict[s
     }
 
 
-def accuracy(backend: Backend, sandbox: Sandbox, items: list[Any]) -> dict[str, Any]:
+def accuracy(kit: Toolkit, backend: Backend, items: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method in ("pal", "cot", "direct"):
         correct = {"all": 0, "en": 0, "ko": 0}
         started = time.perf_counter()
         for item in items:
-            task = item.task or "math"
-            runner: Any = (
-                PAL(model=backend.chat, sandbox=sandbox, task=task, retries=1)
-                if method == "pal"
-                else Baseline(model=backend.chat, method=method, task=task)
-            )
+            runner = kit.pal(method=method, task=item.task or "math", retries=1, backend=backend)
             result = runner.invoke(item.question)
             if result.ok and same_answer(result.answer, item.answer):
                 correct["all"] += 1
@@ -100,17 +96,13 @@ def main(out_dir: Path) -> dict[str, Any]:
     if limit:
         items = items[:limit]
     doc: dict[str, Any] = {"dataset": str(PAL_PROBLEMS.name), "problems": len(items)}
-    embedded = load_backend(load_settings({"backend": "embedded", "max_tokens": MAX_TOKENS}))
-    with Sandbox() as sandbox:
-        doc["overhead"] = overhead(embedded, sandbox, [i.question for i in items[:10]])
-        doc["accuracy"] = {
-            "embedded": {"model": embedded.model, **accuracy(embedded, sandbox, items)}
-        }
-        settings = load_settings({"backend": "ollama", "max_tokens": MAX_TOKENS})
+    with Toolkit(load_settings({"backend": "embedded", "max_tokens": MAX_TOKENS})) as kit:
+        embedded = kit.backend()
+        doc["overhead"] = overhead(kit, [i.question for i in items[:10]])
+        doc["accuracy"] = {"embedded": {"model": embedded.model, **accuracy(kit, embedded, items)}}
         try:
-            choose_backend(settings)
-            ollama = load_backend(settings)
-            doc["accuracy"]["ollama"] = {"model": ollama.model, **accuracy(ollama, sandbox, items)}
+            ollama = kit.backend_for(load_settings({"backend": "ollama", "max_tokens": MAX_TOKENS}))
+            doc["accuracy"]["ollama"] = {"model": ollama.model, **accuracy(kit, ollama, items)}
         except LlamapipeError as exc:
             doc["accuracy"]["ollama"] = {"skipped": exc.message}
     (out_dir / "pal.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

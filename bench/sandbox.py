@@ -258,31 +258,10 @@ def throughput(run_one: Callable[[], None], seconds: float = 5.0, threads: int =
 
 
 def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
-    rows = {
-        "fork server, back to back": percentiles(back_to_back(runs)),
-        "fork server, back to back, no memory cgroup": percentiles(
-            back_to_back(runs, cgroups=False)
-        ),
-        "fork server, warm": percentiles(warm(runs)),
-        "per-run worker, back to back": percentiles(back_to_back(runs // 4, fork_server=False)),
-        "python -c subprocess": percentiles(fresh_subprocess(max(runs // 2, 20))),
-        "in-process exec (no isolation)": percentiles(in_process_exec(runs)),
-    }
+    rows = _latencies(runs)
     cold = percentiles(first_run(20))
     roots = private_root_costs()
-    rates = {}
-    engines = (("fork server", True, True), ("fork server, no memory cgroup", True, False),
-               ("per-run worker", False, True))  # fmt: skip
-    for name, fork_server, cgroups in engines:
-        with _memory_wall(cgroups), Sandbox(Limits(), workers=2, fork_server=fork_server) as sb:
-            rates[f"llamapipe {name} (2 threads)"] = throughput(
-                lambda sb=sb: check(sb.run(CODE).result)  # type: ignore[misc]
-            )
-
-    def one_subprocess() -> None:
-        subprocess.run([sys.executable, "-c", CODE], capture_output=True, check=True)
-
-    rates["python -c subprocess (2 threads)"] = throughput(one_subprocess)
+    rates = _throughputs()
     bare_ms, walled_ms = fork_loop_cpu_ms(walls=False), fork_loop_cpu_ms(walls=True)
     rates["ceiling: bare fork, no walls (all cores)"] = round(_cpus() * 1000 / bare_ms, 1)
     rates["ceiling: fork with the walls, no host (all cores)"] = round(
@@ -315,6 +294,49 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         "private_root_p50_ms": roots,
     }
     (out_dir / "sandbox.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / "sandbox.md").write_text(_markdown(doc))
+    return doc
+
+
+def _latencies(runs: int) -> dict[str, dict[str, Any]]:
+    return {
+        "fork server, back to back": percentiles(back_to_back(runs)),
+        "fork server, back to back, no memory cgroup": percentiles(
+            back_to_back(runs, cgroups=False)
+        ),
+        "fork server, warm": percentiles(warm(runs)),
+        "per-run worker, back to back": percentiles(back_to_back(runs // 4, fork_server=False)),
+        "python -c subprocess": percentiles(fresh_subprocess(max(runs // 2, 20))),
+        "in-process exec (no isolation)": percentiles(in_process_exec(runs)),
+    }
+
+
+def _throughputs() -> dict[str, float]:
+    rates = {}
+    engines = (("fork server", True, True), ("fork server, no memory cgroup", True, False),
+               ("per-run worker", False, True))  # fmt: skip
+    for name, fork_server, cgroups in engines:
+        with _memory_wall(cgroups), Sandbox(Limits(), workers=2, fork_server=fork_server) as sb:
+            rates[f"llamapipe {name} (2 threads)"] = throughput(
+                lambda sb=sb: check(sb.run(CODE).result)  # type: ignore[misc]
+            )
+
+    def one_subprocess() -> None:
+        subprocess.run([sys.executable, "-c", CODE], capture_output=True, check=True)
+
+    rates["python -c subprocess (2 threads)"] = throughput(one_subprocess)
+    return rates
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    rows, rates, cold = (
+        doc["latency"],
+        doc["throughput_runs_per_s"],
+        doc["first_run_after_Sandbox()"],
+    )
+    p50 = rows["fork server, back to back"]["p50_ms"]
+    ratio, of_ceiling = doc["throughput_vs_subprocess"], doc["throughput_vs_walled_ceiling"]
+    bare_ms, walled_ms = doc["fork_loop_cpu_ms_per_run"].values()
     lines = [
         "### Sandbox: per-run latency of a trivial `solution()`",
         "",
@@ -346,6 +368,7 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         f"pid namespace), before any host.",
         "",
     ]
+    roots = doc["private_root_p50_ms"]
     plain = roots["interpreter and allowed modules"]
     lines += [
         "| private root, once per zygote (whole process) | p50 ms | vs no root |",
@@ -353,8 +376,7 @@ def main(out_dir: Path, runs: int = RUNS) -> dict[str, Any]:
         *(f"| {name} | {ms:.2f} | {ms / plain:.2f}x |" for name, ms in roots.items()),
         "",
     ]
-    (out_dir / "sandbox.md").write_text("\n".join(lines))
-    return doc
+    return "\n".join(lines)
 
 
 def _cpus() -> int:

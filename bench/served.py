@@ -19,9 +19,9 @@ from typing import Any
 
 from evals.runner import run_spec
 from evals.spec import load_spec
-from pipelines.backends import load_backend
 from pipelines.backends.gguf import default_gguf
 from pipelines.settings import load_settings
+from pipelines.toolkit import Toolkit
 from tests.ollama_server import OllamaProtocolServer
 
 ITEMS = 200
@@ -56,10 +56,11 @@ def eval_wall_time(server: OllamaProtocolServer, concurrency: int, work: Path) -
             "cache_dir": work / f"cache-{concurrency}",  # every call goes to the server
         }
     )
-    load_backend(settings).chat.get_num_tokens("warm up")  # calibration outside the timing
+    kit = Toolkit(settings)
+    kit.backend().chat.get_num_tokens("warm up")  # calibration outside the timing
     started = time.perf_counter()
     summary = run_spec(
-        load_spec(spec_path), work / "runs", settings=settings, backend_factory=load_backend
+        load_spec(spec_path), work / "runs", settings=settings, backend_factory=kit.backend_for
     )
     elapsed = time.perf_counter() - started
     assert summary["systems"]["a"]["model_calls"] == ITEMS, summary["systems"]["a"]
@@ -67,16 +68,12 @@ def eval_wall_time(server: OllamaProtocolServer, concurrency: int, work: Path) -
 
 
 def pal_samples_wall_time(server: OllamaProtocolServer, work: Path, samples: int = 8) -> float:
-    from pipelines.pal import PAL
-    from pipelines.sandbox import Sandbox
-
     settings = load_settings(
         {"backend": "ollama", "ollama_host": server.url, "ollama_model": MODEL,
          "cache_dir": work / "cache-pal"}
     )  # fmt: skip
-    backend = load_backend(settings)
-    with Sandbox(workers=2) as sandbox:
-        pal = PAL(model=backend.chat, sandbox=sandbox, samples=samples)
+    with Toolkit(settings) as kit:
+        pal = kit.pal(samples=samples)
         pal.invoke("What is 6 times 7?")  # warm: calibration, sandbox workers
         started = time.perf_counter()
         result = pal.invoke("What is 7 times 6?")

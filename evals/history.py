@@ -52,7 +52,7 @@ def compare_runs(
     """Per system and metric: previous score, now, difference, interval, regression flag."""
     from evals.tasks import TASKS  # here: `load_history` alone needs no task
 
-    task = TASKS[spec.task]
+    make = TASKS[spec.task].corpus_scorer
     before = _outputs(out / previous_id)
     now: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -64,29 +64,15 @@ def compare_runs(
         ids = [i for i in items if i in before[system]]
         if not ids:
             continue
-        per_metric = {}
-        make = task.corpus_scorer
         scorer = make(spec.metrics or [], summary["tokenize"]) if make else None
+        # Sentence statistics once per system, for all its metrics; else the rows' metrics.
         if scorer is not None:
-            known = stats or {}
-            cur = [
-                known.get((system, i)) or scorer.item(items[i]["output"], items[i]["references"])
-                for i in ids
-            ]
-            old = [scorer.item(before[system][i]["output"], items[i]["references"]) for i in ids]
+            pairs = _statistics(scorer, ids, items, before[system], system, stats or {})
+        else:
+            pairs = ([items[i] for i in ids], [before[system][i] for i in ids])
+        per_metric = {}
         for metric in spec.metrics or []:
-            if scorer is not None:
-                arrays = {
-                    "current": np.array([r[metric] for r in cur]),
-                    "previous": np.array([r[metric] for r in old]),
-                }
-                boot = bootstrap(scorer, metric, arrays, ids, spec.bootstrap, spec.seed)
-            else:
-                values = {
-                    "current": [items[i]["metrics"][metric] for i in ids],
-                    "previous": [before[system][i]["metrics"][metric] for i in ids],
-                }
-                boot = bootstrap_means(values, ids, spec.bootstrap, spec.seed)
+            boot = _paired(spec, scorer, metric, ids, *pairs)
             pair = boot["pairs"][0]
             worse = pair["better"] == "previous" and pair["significant"]
             per_metric[metric] = {
@@ -105,6 +91,41 @@ def compare_runs(
                 )
         result["systems"][system] = per_metric
     return result
+
+
+def _statistics(
+    scorer: Any,
+    ids: list[str],
+    items: dict[str, dict[str, Any]],
+    old_items: dict[str, dict[str, Any]],
+    system: str,
+    stats: dict[tuple[str, str], Any],
+) -> tuple[list[Any], list[Any]]:
+    """Each shared item's sentence statistics, now and in the previous run."""
+    cur = [
+        stats.get((system, i)) or scorer.item(items[i]["output"], items[i]["references"])
+        for i in ids
+    ]
+    old = [scorer.item(old_items[i]["output"], items[i]["references"]) for i in ids]
+    return cur, old
+
+
+def _paired(
+    spec: EvalSpec, scorer: Any, metric: str, ids: list[str], cur: list[Any], old: list[Any]
+) -> dict[str, Any]:
+    """One metric's paired bootstrap, this run against the previous, on the shared items:
+    from corpus statistics when the task scores so, else from each row's own metric."""
+    if scorer is None:
+        values = {
+            "current": [row["metrics"][metric] for row in cur],
+            "previous": [row["metrics"][metric] for row in old],
+        }
+        return bootstrap_means(values, ids, spec.bootstrap, spec.seed)
+    arrays = {
+        "current": np.array([r[metric] for r in cur]),
+        "previous": np.array([r[metric] for r in old]),
+    }
+    return bootstrap(scorer, metric, arrays, ids, spec.bootstrap, spec.seed)
 
 
 def record_run(
