@@ -68,20 +68,16 @@ def run_cli(argv: list[str], program: str | None, delay: float) -> None:
     """The forked child: the CLI, with a scripted model when a program is given."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if program is not None:
-        from types import SimpleNamespace
-
-        from llamapipe_app.commands import common
+        from pipelines.backends import REGISTRY
         from tests.fakes import ScriptedChat
+        from tests.scripted_backend import NAME, scripted_provider
 
         def reply(prompt: str) -> str:
             time.sleep(delay)
             return program
 
-        model = ScriptedChat(reply)
-        backend = SimpleNamespace(
-            name="fake", model="scripted", reason="test", chat=model, completion=model
-        )
-        common.load_model = lambda settings: backend  # type: ignore[assignment]
+        REGISTRY.register(scripted_provider(ScriptedChat(reply)))
+        os.environ["LLAMAPIPE_BACKEND"] = NAME
     import cli
 
     sys.argv = ["llamapipe", *argv]
