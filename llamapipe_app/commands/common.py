@@ -1,4 +1,4 @@
-"""What every command shares: the consoles, the model flags, JSON output, spinners.
+"""What every command shares: the consoles, the model flags, the Toolkit, JSON output, spinners.
 
 Data goes to stdout (one JSON document with --json); progress, spinners, notes and
 errors go to stderr.
