@@ -113,3 +113,20 @@ print("ok")
         text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_readme_library_example_runs_as_written(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Use it as a library") : text.index("## Commands")]
+    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (tmp_path / "evals").symlink_to(ROOT / "evals")
+    env = {**os.environ, "OLLAMA_HOST": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("embedded SmolLM2-135M-Instruct"), lines
+    assert (tmp_path / "my-index").is_dir(), "the index was made where the example says"
