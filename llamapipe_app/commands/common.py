@@ -113,8 +113,8 @@ ConcurrencyFlag = Annotated[
         "-j",
         min=1,
         max=256,
-        help="Model calls at once (default: LLAMAPIPE_CONCURRENCY, else 4 for Ollama, 8 for an "
-        "OpenAI-compatible server, 1 for the embedded model).",
+        help="Model calls at once (default: LLAMAPIPE_CONCURRENCY, else what the backend "
+        "declares: " + ", ".join(f"{p.name} {p.concurrency}" for p in REGISTRY.providers()) + ").",
     ),
 ]
 VerboseFlag = Annotated[
