@@ -3,11 +3,13 @@ cot, direct) on a backend; the metric is accuracy, answers compared as numbers."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evals.context import RunContext, backend_for
-from evals.spec import SystemSpec
 from evals.tasks.answers import AnswerTask
+
+if TYPE_CHECKING:
+    from evals.spec import SystemSpec
 
 
 class PALTask(AnswerTask):

@@ -6,13 +6,15 @@ gold sources, abstention accuracy. The index's state is part of each answer's ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evals.context import RunContext, backend_for
 from evals.data import read_jsonl
-from evals.spec import SystemSpec
 from evals.tasks.answers import AnswerTask
 from pipelines.errors import UsageError
+
+if TYPE_CHECKING:
+    from evals.spec import SystemSpec
 
 
 class RAGTask(AnswerTask):
