@@ -122,6 +122,24 @@ def test_pal_answer_shows_its_program_and_joins_the_session(client: TestClient) 
     assert saved[1]["content"] == "395" and "17 * 23" in saved[1]["meta"]["pal"]["program"]
 
 
+def test_a_pal_turn_in_a_new_chat_starts_a_saved_session(client: TestClient) -> None:
+    doc = client.post("/api/pal/ask", json={"question": "17 * 23 + 4?"}).json()
+    assert doc["answer"] == 395 and doc["session"], "saved, as a chat turn would be"
+    (listed,) = client.get("/api/sessions").json()
+    assert listed["name"] == doc["session"] and listed["messages"] == 2
+    assert doc["unsafe"] is False, "the default sandbox has its OS walls"
+
+
+def test_a_pal_answer_run_without_walls_says_unsafe() -> None:
+    unsafe = load_settings({"backend": "embedded", "sandbox_isolation": "unsafe"})
+    chat = ScriptedChat(lambda prompt: PROGRAM)
+    with TestClient(create_app(unsafe, backend=backend_for(chat)), base_url=LOCAL) as c:
+        doc = c.post("/api/pal/ask", json={"question": "17 * 23 + 4?"}).json()
+        assert doc["answer"] == 395 and doc["unsafe"] is True
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["PALAnswer"]
+        assert schema["properties"]["unsafe"]["type"] == "boolean"
+
+
 def test_a_model_error_mid_stream_is_an_error_event(settings: Settings, index: Index) -> None:
     from pipelines.errors import ServerUnreachableError
 
