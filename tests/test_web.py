@@ -132,6 +132,17 @@ def test_a_pal_turn_in_a_new_chat_starts_a_saved_session(client: TestClient) -> 
     assert doc["unsafe"] is False, "the default sandbox has its OS walls"
 
 
+def test_a_pal_question_that_gets_no_answer_leaves_no_session(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.sandbox import _walls
+
+    monkeypatch.setattr(_walls, "landlock_abi", lambda: 0)  # no sandbox can be built
+    r = client.post("/api/pal/ask", json={"question": "17 * 23 + 4?"})
+    assert r.status_code >= 400 and "Landlock" in r.json()["error"]
+    assert client.get("/api/sessions").json() == []
+
+
 def test_a_pal_answer_run_without_walls_says_unsafe() -> None:
     unsafe = load_settings({"backend": "embedded", "sandbox_isolation": "unsafe"})
     chat = ScriptedChat(lambda prompt: PROGRAM)
