@@ -286,6 +286,9 @@ def test_a_pal_answer_run_without_walls_is_labelled_unsafe(page: Any, tmp_path: 
         box = ask(page, "6 × 7?")
         assert box.locator(".who .unsafe").inner_text() == "unsafe"
         screenshot(page, tmp_path, "web-pal-unsafe")
+        page.goto(served.url + "/")  # reread later: still labelled
+        page.locator("#sessions li button.open").first.click()
+        page.locator(".msg.assistant .who .unsafe").wait_for()
     assert page.problems == []  # type: ignore[attr-defined]
 
 

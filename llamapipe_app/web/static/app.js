@@ -130,6 +130,12 @@ function showRagAnswer(box, body, answer) {
   if (notes.length) box.append(el("div", { class: "notes warn" }, notes.join(" · ")));
 }
 
+function labelUnsafe(box) {
+  box.querySelector(".who").append(" ", el("span", { class: "unsafe",
+    title: "the program ran without the sandbox's OS walls (sandbox_isolation unsafe)" },
+  "unsafe"));
+}
+
 function showProgram(box, program) {
   if (program) {
     box.append(el("details", { class: "program", open: "" },
@@ -152,11 +158,7 @@ async function ask(text) {
         { question: text, session: state.session || undefined }, controller.signal);
       const result = await response.json();
       body.textContent = result.ok ? String(result.answer) : `no program succeeded: ${result.error}`;
-      if (result.unsafe) {
-        box.querySelector(".who").append(" ", el("span", { class: "unsafe",
-          title: "the program ran without the sandbox's OS walls (sandbox_isolation unsafe)" },
-        "unsafe"));
-      }
+      if (result.unsafe) labelUnsafe(box);
       showProgram(box, result.program);
       setSession(result.session);
       await loadSessions();
@@ -239,6 +241,7 @@ async function openSession(name) {
     const { box, body } = addMessage(message.role, message.content);
     const meta = message.meta || {};
     if (meta.citations) showRagAnswer(box, body, { answer: message.content, citations: meta.citations });
+    if (meta.pal && meta.pal.unsafe) labelUnsafe(box);
     if (meta.pal) showProgram(box, meta.pal.program);
   }
 }
