@@ -129,6 +129,27 @@ def diff_segments(reference: str, output: str) -> list[tuple[str, str]]:
     return pieces
 
 
+SCALE = (0.0, 100.0)  # every metric scores 0 to 100 ...
+ABOVE_SCALE = frozenset({"ter"})  # ... but TER, an edit rate, which can pass 100
+FLAT_PAD = 5.0  # a flat series is drawn in the middle of an axis this far either side
+
+
+def axis(values: list[float], metric: str) -> tuple[float, float]:
+    """The y axis of a trend: the values' range; for a flat series, room around its value
+    that stays inside what the metric can score (never a BLEU axis from -1)."""
+    if not values:
+        return SCALE
+    lo, hi = min(values), max(values)
+    if hi - lo >= 1e-9:
+        return lo, hi
+    lo, hi = lo - FLAT_PAD, hi + FLAT_PAD
+    if lo < SCALE[0]:
+        lo, hi = SCALE[0], SCALE[0] + 2 * FLAT_PAD
+    elif hi > SCALE[1] and metric not in ABOVE_SCALE:
+        lo, hi = SCALE[1] - 2 * FLAT_PAD, SCALE[1]
+    return lo, hi
+
+
 def trend(runs: list[dict[str, Any]], metric: str, width: int = 360, height: int = 180) -> dict:
     """A trend chart's geometry: a series of points per system across runs (oldest left)."""
     systems = sorted({s for r in runs for s in r["systems"] if metric in r["systems"][s]})
@@ -136,9 +157,7 @@ def trend(runs: list[dict[str, Any]], metric: str, width: int = 360, height: int
         r["systems"][s][metric] for r in runs for s in systems if metric in r["systems"].get(s, {})
     ]
     left, right, top, bottom = 40, width - 10, 24, height - 28
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
+    lo, hi = axis(values, metric)
     n = max(len(runs), 2)
 
     def y(v: float) -> float:
@@ -176,7 +195,7 @@ def report_html(
     def scores(row: dict[str, Any]) -> str:
         return " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items())
 
-    translations = [
+    translations: list[dict[str, Any]] = [
         {
             "title": str(item.meta.get("title") or item.id),
             "source": item.source,
@@ -209,6 +228,9 @@ def report_html(
                     ],
                 }
             )
+    marked = any(
+        op != "equal" for t in translations for c in t["cells"] if c for op, _ in c["diff"]
+    )
     return render(
         "report.html",
         s=summary,
@@ -218,6 +240,7 @@ def report_html(
         charts=[trend(runs, m) for m in metrics] if len(runs) > 1 else [],
         pairs=any(summary["pairs"].values()),
         translations=translations,
+        marked=marked,  # the legend for <del> and <ins>, only when some are drawn
         answers=answers,
         fmt=_fmt,
     )

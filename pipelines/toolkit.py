@@ -254,7 +254,9 @@ class Toolkit:
         from pipelines.chat import Message
 
         text = f"{result.answer}" if result.ok else f"(no program succeeded: {result.error})"
-        meta = {"pal": {"program": result.program, "answer": result.answer, "ok": result.ok}}
+        unsafe = self.settings.sandbox_isolation == "unsafe"  # no OS walls: said when reread
+        meta = {"pal": {"program": result.program, "answer": result.answer, "ok": result.ok,
+                        "unsafe": unsafe}}  # fmt: skip
         self.store().append(session, Message("user", question), Message("assistant", text, meta))
         return text
 

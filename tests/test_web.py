@@ -4,7 +4,9 @@ use), on loopback. The page in a browser: tests/test_web_browser.py."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import socket
 import threading
 import time
@@ -120,6 +122,35 @@ def test_pal_answer_shows_its_program_and_joins_the_session(client: TestClient) 
     assert doc["ok"] and doc["answer"] == 395 and "return 17 * 23 + 4" in doc["program"]
     saved = client.get("/api/sessions/maths").json()["messages"]
     assert saved[1]["content"] == "395" and "17 * 23" in saved[1]["meta"]["pal"]["program"]
+
+
+def test_a_pal_turn_in_a_new_chat_starts_a_saved_session(client: TestClient) -> None:
+    doc = client.post("/api/pal/ask", json={"question": "17 * 23 + 4?"}).json()
+    assert doc["answer"] == 395 and doc["session"], "saved, as a chat turn would be"
+    (listed,) = client.get("/api/sessions").json()
+    assert listed["name"] == doc["session"] and listed["messages"] == 2
+    assert doc["unsafe"] is False, "the default sandbox has its OS walls"
+
+
+def test_a_pal_question_that_gets_no_answer_leaves_no_session(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.sandbox import _walls
+
+    monkeypatch.setattr(_walls, "landlock_abi", lambda: 0)  # no sandbox can be built
+    r = client.post("/api/pal/ask", json={"question": "17 * 23 + 4?"})
+    assert r.status_code >= 400 and "Landlock" in r.json()["error"]
+    assert client.get("/api/sessions").json() == []
+
+
+def test_a_pal_answer_run_without_walls_says_unsafe() -> None:
+    unsafe = load_settings({"backend": "embedded", "sandbox_isolation": "unsafe"})
+    chat = ScriptedChat(lambda prompt: PROGRAM)
+    with TestClient(create_app(unsafe, backend=backend_for(chat)), base_url=LOCAL) as c:
+        doc = c.post("/api/pal/ask", json={"question": "17 * 23 + 4?"}).json()
+        assert doc["answer"] == 395 and doc["unsafe"] is True
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["PALAnswer"]
+        assert schema["properties"]["unsafe"]["type"] == "boolean"
 
 
 def test_a_model_error_mid_stream_is_an_error_event(settings: Settings, index: Index) -> None:
@@ -283,6 +314,70 @@ def test_request_bodies_are_bounded(settings: Settings) -> None:
     assert too_long.status_code == 413 or too_long.status_code == 422
 
 
+# -- the server's log -------------------------------------------------------------------------
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """What the server logged, as the log's handler would print it (tracebacks too)."""
+    shown = logging.Formatter("%(message)s")
+    return "\n".join(shown.format(r) for r in caplog.records if r.name == "llamapipe.web")
+
+
+def test_each_request_is_a_log_line_without_its_token(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="llamapipe.web")
+    token = "t0ken-long-enough-to-matter"
+    app = create_app(settings, token=token, loopback_only=False,
+                     backend=backend_for(ScriptedChat(["가나다"])))  # fmt: skip
+    with TestClient(app, base_url="http://192.0.2.10:8765") as c:
+        assert c.get("/api/sessions").status_code == 401
+        assert c.get(f"/?token={token}").status_code == 200
+        c.post("/api/chat", json={"message": "비밀 질문"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "llamapipe.web"]
+    assert [line.rsplit(" ", 2)[0] for line in lines] == [
+        "GET /api/sessions 401", "GET / 200", "POST /api/chat 200"]  # fmt: skip
+    assert all(line.endswith(" ms") and line.rsplit(" ", 2)[1].isdigit() for line in lines)
+    assert token not in logged(caplog) and "비밀" not in logged(caplog)
+
+
+def test_a_server_error_is_a_500_and_its_traceback_is_logged(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bug(prompt: str) -> str:
+        raise RuntimeError("a bug in the model wrapper")
+
+    caplog.set_level("INFO", logger="llamapipe.web")
+    with TestClient(create_app(settings, backend=backend_for(ScriptedChat(bug))),
+                    base_url=LOCAL) as c:  # fmt: skip
+        r = c.post("/api/pal/ask", json={"question": "비밀 질문"})
+        assert r.status_code == 500 and r.json()["error"] == "internal server error"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        streamed = events(c.post("/api/chat", json={"message": "hi"}).text)
+        hint = "the server's log (its stderr) says why"
+        assert streamed[-2] == ("error", {"error": "internal server error", "hint": hint})
+    text = logged(caplog)
+    assert "POST /api/pal/ask: RuntimeError: a bug in the model wrapper" in text
+    assert text.count("Traceback (most recent call last)") == 2, "the pal call and the stream"
+    assert "POST /api/pal/ask 500" in text and "비밀" not in text
+
+
+def test_a_backend_error_is_logged_with_its_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipelines.errors import ServerUnreachableError
+
+    def gone(prompt: str) -> str:
+        raise ServerUnreachableError("no Ollama at 127.0.0.1:11434", hint="start it: ollama serve")
+
+    with TestClient(create_app(settings, backend=backend_for(ScriptedChat(gone))),
+                    base_url=LOCAL) as c:  # fmt: skip
+        assert c.post("/api/pal/ask", json={"question": "1 + 1?"}).status_code == 503
+    text = logged(caplog)
+    assert "ServerUnreachableError: no Ollama at 127.0.0.1:11434" in text
+    assert "Traceback (most recent call last)" in text
+
+
 # -- a real server on loopback ----------------------------------------------------------------
 
 
@@ -348,6 +443,40 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None
         r = run_cli(capsys, "serve", "--port", str(port), "--backend", "embedded")
     assert r.code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "another --port" in r.stderr
+
+
+@pytest.mark.web
+@pytest.mark.parametrize("found", [True, False], ids=["its-address", "no-route"])
+def test_serve_on_every_address_prints_a_url_a_browser_opens(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    use_model: Any,
+    found: bool,
+) -> None:
+    import uvicorn
+
+    from llamapipe_app.commands import serve
+    from llamapipe_app.web import logs
+
+    use_model(ScriptedChat([]))
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw))
+    monkeypatch.setattr(logs.LOG, "handlers", [])  # the one serve adds goes with the test
+    if not found:
+        monkeypatch.setattr(serve, "this_host_address", lambda family: None)
+    port = free_port()
+    r = run_cli(capsys, "serve", "--host", "0.0.0.0", "--port", str(port), "--new-token")
+    assert r.code == 0, r.stderr
+    url = r.stdout.split("serving on ", 1)[1].split()[0]
+    host = httpx.URL(url).host
+    assert host != "0.0.0.0" and not ipaddress.ip_address(host).is_unspecified
+    assert ipaddress.ip_address(host).is_loopback is not found
+    token = httpx.URL(url).params["token"]
+    said = (r.stdout + r.stderr).replace("\n", "")
+    assert len(token) >= 16 and f"http://127.0.0.1:{port}/?token={token}" in said
+    assert "every address" in r.stderr
+    assert ran["host"] == "0.0.0.0" and ran["access_log"] is False, "its log shows the token"
+    assert logs.LOG.handlers, "requests are logged to stderr"
 
 
 class CountingChat(ScriptedChat):

@@ -20,7 +20,7 @@ from llamapipe_app.web import create_app
 from pipelines.rag import Index
 from pipelines.settings import Settings, load_settings
 from tests.fakes import ScriptedChat
-from tests.test_web import CORPUS, Served, _two_runs, backend_for
+from tests.test_web import ANSWER, CORPUS, Served, _two_runs, backend_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS_DIR = os.environ.get("SCREENSHOTS_DIR")  # read before the autouse fixture runs
@@ -248,3 +248,120 @@ def test_the_api_page_renders_every_endpoint_offline(page: Any, settings: Settin
             p.replace("\u200b", "") for p in paths
         }
     assert outside == [] and page.problems == []  # type: ignore[attr-defined]
+
+
+def test_each_mode_says_what_it_is_for_and_a_pal_turn_starts_a_session(
+    page: Any, settings: Settings, tmp_path: Path
+) -> None:
+    Index(settings.data_dir / "index").ingest([str(CORPUS)])
+    chat = ScriptedChat(lambda p: "```python\ndef solution():\n    return 6 * 7\n```")
+    with Served(create_app(settings, backend=backend_for(chat))) as served:
+        page.goto(served.url + "/")
+        placeholders = {}
+        for mode in ("rag", "chat", "pal"):
+            page.select_option("#mode", mode)
+            placeholders[mode] = page.get_attribute("#input", "placeholder")
+        assert len(set(placeholders.values())) == 3, placeholders
+        assert "documents" in placeholders["rag"] and "documents" not in placeholders["pal"]
+        box = ask(page, "6 × 7?")
+        assert box.locator(".text").inner_text() == "42"
+        assert box.locator(".unsafe").count() == 0, "walls up: no label"
+        session = page.locator("#session-name").inner_text()
+        assert session.startswith("session chat-"), "the header names the new session"
+        page.locator("#sessions li.current").wait_for()
+        box = ask(page, "and 6 × 8?")  # the second turn joins the same session
+        page.goto(served.url + "/")
+        page.locator("#sessions li button.open").first.click()
+        page.locator(".msg.assistant").nth(1).wait_for()
+        assert page.locator(".msg.user .text").all_inner_texts() == ["6 × 7?", "and 6 × 8?"]
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_a_pal_answer_run_without_walls_is_labelled_unsafe(page: Any, tmp_path: Path) -> None:
+    unsafe = load_settings({"backend": "embedded", "sandbox_isolation": "unsafe"})
+    chat = ScriptedChat(lambda p: "```python\ndef solution():\n    return 6 * 7\n```")
+    with Served(create_app(unsafe, backend=backend_for(chat))) as served:
+        page.goto(served.url + "/")
+        page.select_option("#mode", "pal")
+        box = ask(page, "6 × 7?")
+        assert box.locator(".who .unsafe").inner_text() == "unsafe"
+        screenshot(page, tmp_path, "web-pal-unsafe")
+        page.goto(served.url + "/")  # reread later: still labelled
+        page.locator("#sessions li button.open").first.click()
+        page.locator(".msg.assistant .who .unsafe").wait_for()
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def one_line(page: Any, selector: str) -> bool:
+    """Whether the element's visible children sit side by side on one line."""
+    return bool(
+        page.evaluate(
+            """(sel) => {
+              const boxes = [...document.querySelector(sel).children]
+                .map((c) => c.getBoundingClientRect()).filter((r) => r.width > 0);
+              const mid = (r) => r.top + r.height / 2;
+              return boxes.every((r) => Math.abs(mid(r) - mid(boxes[0])) < 4)
+                && boxes.every((r) => r.height < 40);
+            }""",
+            selector,
+        )
+    )
+
+
+def fits(page: Any, width: int) -> None:
+    """The page at `width`: one header line, room to type, nothing off the side."""
+    assert one_line(page, "header"), page.locator("header").inner_text()
+    typing = page.locator("#input").bounding_box()
+    room = page.locator("main").bounding_box()["width"]
+    assert typing["width"] >= 0.8 * room - 40, (typing, room)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.parametrize("width", [600, 390])
+def test_the_page_fits_a_narrow_window_with_and_without_the_source(
+    browser: Any, settings: Settings, tmp_path: Path, width: int
+) -> None:
+    Index(settings.data_dir / "index").ingest([str(CORPUS)])
+    chat = ScriptedChat(lambda p: ANSWER)
+    context = browser.new_context(viewport={"width": width, "height": 780})
+    page = context.new_page()
+    with Served(create_app(settings, backend=backend_for(chat))) as served:
+        page.goto(served.url + "/")
+        box = ask(page, "Who published a reading of the hyangga in 1929?")
+        fits(page, width)
+        assert page.locator("aside").is_hidden(), "the side panel is a drawer here"
+        screenshot(page, tmp_path, f"web-{width}")
+
+        box.locator(".text a.cite").first.click()
+        page.locator("#viewer #highlight").wait_for()
+        viewer = page.locator("#viewer").bounding_box()
+        assert viewer["x"] == 0 and viewer["width"] == width, "the source gets the screen"
+        assert page.locator("#viewer-close").is_visible()
+        fits(page, width)
+        screenshot(page, tmp_path, f"web-{width}-source")
+        page.click("#viewer-close")
+        assert page.locator("#viewer").is_hidden()
+
+        page.click("#menu")
+        assert page.locator("aside").is_visible()
+        screenshot(page, tmp_path, f"web-{width}-menu")
+        page.locator("#sessions li button.open").first.click()
+        page.locator("aside").wait_for(state="hidden")  # opening a session closes the drawer
+        page.locator(".msg.assistant .text a.cite").first.wait_for()
+    context.close()
+
+
+def test_a_middling_window_keeps_the_header_on_one_line_beside_the_source(
+    page: Any, settings: Settings, tmp_path: Path
+) -> None:
+    Index(settings.data_dir / "index").ingest([str(CORPUS)])
+    page.set_viewport_size({"width": 900, "height": 780})
+    with Served(create_app(settings, backend=backend_for(ScriptedChat(lambda p: ANSWER)))) as s:
+        page.goto(s.url + "/")
+        box = ask(page, "Who published a reading of the hyangga in 1929?")
+        box.locator(".text a.cite").first.click()
+        page.locator("#viewer #highlight").wait_for()
+        assert page.locator("aside").is_visible() and page.locator("#viewer").is_visible()
+        fits(page, 900)
+        screenshot(page, tmp_path, "web-900-source")
+    assert page.problems == []  # type: ignore[attr-defined]

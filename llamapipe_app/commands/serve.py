@@ -74,14 +74,54 @@ def serve(
 
     import uvicorn
 
-    from llamapipe_app.web import create_app
+    from llamapipe_app.web import create_app, logs
 
     app = create_app(settings, index=where, token=token, loopback_only=loopback, backend=backend)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url, note = browser_url(host, port, token)
     out.print(f"llamapipe is serving on {url}  (API: /docs · Ctrl-C stops)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    if note:
+        err.print(f"[dim]{note}[/dim]", highlight=False)
+    logs.to_stderr()  # a line per request; uvicorn's access log would print the token
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=3)  # fmt: skip
     err.print("[dim]stopped[/dim]")
+
+
+EVERY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]"})
+
+
+def browser_url(host: str, port: int, token: str | None) -> tuple[str, str | None]:
+    """An address a browser can open, with the token, and a note when the server listens on
+    more than it: 0.0.0.0 and :: mean "every address" and open nothing in a browser."""
+    query = f"?token={token}" if token else ""
+    if host not in EVERY_ADDRESS:
+        shown = f"[{host.strip('[]')}]" if ":" in host else host
+        return f"http://{shown}:{port}/{query}", None
+    v6 = ":" in host
+    local = f"http://{'[::1]' if v6 else '127.0.0.1'}:{port}/{query}"
+    address = this_host_address(socket.AF_INET6 if v6 else socket.AF_INET)
+    if address is None:
+        return local, (
+            f"listening on every address of this machine ({host}); from another machine, "
+            "open this address with the machine's own name or IP in place of "
+            f"{'[::1]' if v6 else '127.0.0.1'}"
+        )
+    shown = f"[{address}]" if v6 else address
+    url = f"http://{shown}:{port}/{query}"
+    return url, f"listening on every address of this machine ({host}); on this machine also {local}"
+
+
+def this_host_address(family: socket.AddressFamily) -> str | None:
+    """The address this machine reaches others from (the one a route out uses), or None.
+    Connecting a UDP socket sends nothing: it only picks the route."""
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"  # documentation nets
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))
+            address = ipaddress.ip_address(udp.getsockname()[0])
+    except (OSError, ValueError):
+        return None
+    return None if address.is_loopback or address.is_unspecified else str(address)
 
 
 def _check_port_free(host: str, port: int) -> None:

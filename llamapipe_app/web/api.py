@@ -130,13 +130,16 @@ def rag_ask(body: AskRequest, svc: Svc) -> StreamingResponse:
 @router.post("/pal/ask", tags=["pipelines"])
 def pal_ask(body: PALRequest, svc: Svc) -> PALAnswer:
     """The model writes a program, the sandbox runs it: the answer and the program (as `pal
-    ask --json`). With `session`, the question and answer join that session."""
+    ask --json`), `unsafe` when the sandbox runs without OS walls. The question and answer
+    join the session named, or a new one when none is (as a chat turn does); a question that
+    fails before an answer leaves no session behind."""
     kit = svc.toolkit
     result = kit.pal().invoke(body.question)
-    doc = result.to_json()
-    if body.session:
-        kit.save_pal_turn(kit.store().open(body.session), body.question, result)
-    return PALAnswer(question=body.question, session=body.session, **doc)
+    store = kit.store()
+    name = store.open(body.session) if body.session else store.create()
+    kit.save_pal_turn(name, body.question, result)
+    doc = {"unsafe": kit.settings.sandbox_isolation == "unsafe", **result.to_json()}
+    return PALAnswer(question=body.question, session=name, **doc)
 
 
 # -- sessions ---------------------------------------------------------------------------------

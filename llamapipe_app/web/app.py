@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from evals.html import render
 from llamapipe_app.web import api
 from llamapipe_app.web.guard import Guard
+from llamapipe_app.web.logs import AccessLog, server_error
 from llamapipe_app.web.services import Services
 from pipelines import __version__
 from pipelines.errors import (
@@ -72,6 +73,7 @@ def create_app(
     _pages(app, svc)
     _errors(app)
     app.add_middleware(Guard, token=token, loopback_only=loopback_only, max_body=max_body)
+    app.add_middleware(AccessLog)  # outermost: it logs what the Guard refuses too
     return app
 
 
@@ -124,6 +126,8 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(LlamapipeError)
     async def llamapipe_error(request: Request, exc: LlamapipeError) -> JSONResponse:
         status = next(code for kind, code in STATUS if isinstance(exc, kind))
+        if status >= 500:
+            server_error(f"{request.method} {request.url.path}", exc)
         return JSONResponse({"error": exc.message, "hint": exc.hint or ""}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -58,7 +58,10 @@ class PALAnswer(BaseModel):
     backend: str
     model: str
     error: str | None = None
-    session: str | None = None
+    session: str | None = None  # where the turn was saved
+    unsafe: bool = Field(
+        default=False, description="The program ran without OS walls (sandbox_isolation unsafe)."
+    )
 
 
 class SessionSummary(BaseModel):

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from pipelines.errors import LlamapipeError
+from llamapipe_app.web.logs import server_error
+from pipelines.errors import LlamapipeError, UsageError
 
 
 def event(name: str, data: Any) -> str:
@@ -22,13 +23,20 @@ def event(name: str, data: Any) -> str:
 
 def stream_events(make: Callable[[], Iterable[str]]) -> StreamingResponse:
     """`make()` yields formatted events; an error on the way becomes an `error` event (the
-    status line has gone out by then), said the way the CLI says it."""
+    status line has gone out by then), said the way the CLI says it, and goes to the server's
+    log unless it is the request's own fault."""
 
     def events() -> Iterator[str]:
         try:
             yield from make()
         except LlamapipeError as exc:
+            if not isinstance(exc, UsageError):
+                server_error("error event", exc)
             yield event("error", {"error": exc.message, "hint": exc.hint or ""})
+        except Exception as exc:  # a bug: the page still hears that the answer ended
+            server_error("error event", exc)
+            yield event("error", {"error": "internal server error",
+                                  "hint": "the server's log (its stderr) says why"})  # fmt: skip
         yield event("done", {})
 
     return StreamingResponse(

@@ -130,6 +130,12 @@ function showRagAnswer(box, body, answer) {
   if (notes.length) box.append(el("div", { class: "notes warn" }, notes.join(" · ")));
 }
 
+function labelUnsafe(box) {
+  box.querySelector(".who").append(" ", el("span", { class: "unsafe",
+    title: "the program ran without the sandbox's OS walls (sandbox_isolation unsafe)" },
+  "unsafe"));
+}
+
 function showProgram(box, program) {
   if (program) {
     box.append(el("details", { class: "program", open: "" },
@@ -152,8 +158,10 @@ async function ask(text) {
         { question: text, session: state.session || undefined }, controller.signal);
       const result = await response.json();
       body.textContent = result.ok ? String(result.answer) : `no program succeeded: ${result.error}`;
+      if (result.unsafe) labelUnsafe(box);
       showProgram(box, result.program);
-      if (result.session) await loadSessions();
+      setSession(result.session);
+      await loadSessions();
       return;
     }
     const response = await call("POST", "/api/chat",
@@ -182,6 +190,17 @@ async function ask(text) {
   }
 }
 
+// Each mode says what it is for.
+const PLACEHOLDERS = {
+  rag: "Ask about your documents…",
+  chat: "Chat with the model…",
+  pal: "Ask something a program can work out (sums, dates, counting)…",
+};
+
+function showMode() {
+  $("input").placeholder = `${PLACEHOLDERS[$("mode").value]} (Enter sends, Shift+Enter: new line)`;
+}
+
 function busy(controller) {
   state.busy = controller;
   $("send").disabled = Boolean(controller);
@@ -193,6 +212,7 @@ function busy(controller) {
 function setSession(name) {
   state.session = name;
   $("session-name").textContent = name ? `session ${name}` : "new session";
+  $("session-name").title = $("session-name").textContent;
   for (const item of $("sessions").children) {
     item.classList.toggle("current", item.dataset.name === name);
   }
@@ -212,6 +232,7 @@ async function loadSessions() {
 }
 
 async function openSession(name) {
+  closeMenu();
   const detail = await (await call("GET", `/api/sessions/${encodeURIComponent(name)}`)).json();
   $("messages").replaceChildren();
   setSession(name);
@@ -220,6 +241,7 @@ async function openSession(name) {
     const { box, body } = addMessage(message.role, message.content);
     const meta = message.meta || {};
     if (meta.citations) showRagAnswer(box, body, { answer: message.content, citations: meta.citations });
+    if (meta.pal && meta.pal.unsafe) labelUnsafe(box);
     if (meta.pal) showProgram(box, meta.pal.program);
   }
 }
@@ -234,6 +256,12 @@ async function deleteSession(name) {
 function newChat() {
   $("messages").replaceChildren();
   setSession(null);
+  closeMenu();
+}
+
+// On a narrow screen the side panel is a drawer over the chat.
+function closeMenu() {
+  document.body.classList.remove("menu");
 }
 
 // -- sources ---------------------------------------------------------------------------------
@@ -271,6 +299,7 @@ async function openSource(source, citation) {
     const mark = el("mark", { id: "highlight" }, doc.text.slice(citation.start, citation.end));
     text.replaceChildren(doc.text.slice(0, citation.start), mark, doc.text.slice(citation.end));
   }
+  closeMenu();
   document.body.classList.add("viewing");
   const mark = $("highlight");
   if (citation && mark) mark.scrollIntoView({ block: "center" });
@@ -295,14 +324,23 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   $("stop").addEventListener("click", () => state.busy && state.busy.abort());
   $("new-chat").addEventListener("click", newChat);
+  $("mode").addEventListener("change", showMode);
+  showMode();
+  $("menu").addEventListener("click", (event) => {
+    event.stopPropagation();
+    document.body.classList.toggle("menu");
+  });
+  document.querySelector("main").addEventListener("click", closeMenu);
   $("viewer-close").addEventListener("click", () => document.body.classList.remove("viewing"));
   loadSessions().catch((problem) => showProblem($("messages"), problem));
   call("GET", "/api/health").then((r) => r.json()).then((health) => {
     $("model").textContent = health.model || "";
+    $("model").title = health.model || "";
     if (health.index_ready) {
       loadSources();
     } else {
       $("mode").value = "chat";
+      showMode();
       $("sources").replaceChildren(el("li", { class: "muted" },
         `No index at ${health.index}: add documents with `,
         el("code", {}, "llamapipe rag ingest PATH")));
