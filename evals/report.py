@@ -32,8 +32,9 @@ def _when(ts: float) -> str:
 def _counts(summary: dict[str, Any]) -> dict[str, str]:
     """Where the outputs came from: summary key -> column title (resumed only when any)."""
     counts = {"model_calls": "model calls", "cached": "cached"}
-    if any(info.get("resumed") for info in summary["systems"].values()):
-        counts["resumed"] = "resumed"
+    for key, title in (("given", "given outputs"), ("resumed", "resumed")):
+        if any(info.get(key) for info in summary["systems"].values()):
+            counts[key] = title
     return counts
 
 

@@ -55,7 +55,9 @@ def run_spec(
         spec, settings, OutputCache(settings.cache_dir / "eval-outputs.sqlite"), backend_factory
     )
     progress = Progress(total=len(items) * len(spec.systems), on_step=on_step)
-    calls = {s.name: {"model_calls": 0, "cached": 0, "resumed": 0} for s in spec.systems}
+    calls = {
+        s.name: {"model_calls": 0, "cached": 0, "given": 0, "resumed": 0} for s in spec.systems
+    }
     failures = Failures(run_dir)
     task.open()
     try:
@@ -83,7 +85,9 @@ def run_spec(
                     failures.record(system.name, task.item_id(item), made.error or "")
                     continue
                 failures.succeeded()
-                if made.counted:
+                if made.given:
+                    calls[system.name]["given"] += 1
+                elif made.counted:
                     kind = "cached" if made.cached else "model_calls"
                     calls[system.name][kind] += 1
                     setattr(progress, kind, getattr(progress, kind) + 1)

@@ -141,7 +141,9 @@ class EvalSpec(BaseModel):
             if problem:
                 raise ValueError(f"system {system.name}: {problem}")
             if system.outputs is None and system.prompt is None and task.needs_prompt:
-                raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
+                if task.default_prompt is None:
+                    raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
+                system.prompt = task.default_prompt  # recorded in the run as if written
         return self
 
     def resolve(self, path: Path) -> Path:

@@ -36,11 +36,12 @@ class Produced:
     cached: bool
     error: str | None = None  # the item could not run (its prompt cannot fit): recorded as is
     failed: bool = False  # the model call failed after retries: recorded, asked again on resume
+    given: bool = False  # read from the system's `outputs:` file: no model made it
 
     @property
     def counted(self) -> bool:
         """Whether it counts as a model call or a cache hit."""
-        return self.error is None
+        return self.error is None and not self.given
 
 
 class Task(ABC):
@@ -53,6 +54,8 @@ class Task(ABC):
     spec_fields: ClassVar[frozenset[str]] = frozenset()
     system_fields: ClassVar[frozenset[str]] = frozenset()
     needs_prompt: ClassVar[bool] = False  # each system needs a `prompt` (or its `outputs`)
+    # The prompt a system without `prompt:` (or `outputs:`) uses; None: it must name one.
+    default_prompt: ClassVar[str | None] = None
     # Runs are compared with sacrebleu's corpus statistics when set, else as means of each
     # row's `metrics` (evals/history.py).
     corpus_scorer: ClassVar[type[Scorer] | None] = None
