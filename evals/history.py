@@ -57,7 +57,10 @@ def compare_runs(
     now: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         now.setdefault(row["system"], {})[row["id"]] = row
-    result: dict[str, Any] = {"run_id": previous_id, "systems": {}, "regressions": []}
+    changed = _changed(out / previous_id, summary)
+    result: dict[str, Any] = {
+        "run_id": previous_id, "systems": {}, "regressions": [], "changed": changed,
+    }  # fmt: skip
     for system, items in now.items():
         if system not in before:
             continue
@@ -87,10 +90,25 @@ def compare_runs(
             }
             if worse:
                 result["regressions"].append(
-                    {"system": system, "metric": metric, **per_metric[metric]}
-                )
+                    {"system": system, "metric": metric, **per_metric[metric],
+                     "changed": changed.get(system, [])}
+                )  # fmt: skip
         result["systems"][system] = per_metric
     return result
+
+
+def _changed(previous_dir: Path, summary: dict[str, Any]) -> dict[str, list[str]]:
+    """Per system, what it ran differently from the previous run (backend, model, its
+    digest or hash, prompt, params), in words: then a change in scores may be the model's."""
+    from evals.identity import changes
+
+    path = previous_dir / "summary.json"
+    before = json.loads(path.read_text(encoding="utf-8"))["systems"] if path.exists() else {}
+    notes = {
+        name: changes((before.get(name) or {}).get("ran"), info.get("ran"))
+        for name, info in summary["systems"].items()
+    }
+    return {name: said for name, said in notes.items() if said}
 
 
 def _statistics(
@@ -149,6 +167,7 @@ def record_run(
             name: {m: v["score"] for m, v in info["metrics"].items()}
             for name, info in summary["systems"].items()
         },
+        "ran": {name: info.get("ran") for name, info in summary["systems"].items()},
     }
     with (out / HISTORY).open("a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")

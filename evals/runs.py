@@ -85,12 +85,20 @@ def open_run(out: Path, spec: EvalSpec) -> tuple[Path, bool]:
         return run_dir, True
     run_dir = new_run_dir(out, spec)
     meta = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json", exclude_none=True),  # unset fields left out
         "fingerprint": spec.fingerprint(),
         "started": time.time(),
     }
     (run_dir / "run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
     return run_dir, False
+
+
+def record_ran(run_dir: Path, ran: dict[str, Any]) -> None:
+    """What each system ran (evals/identity.py), in run.json beside the spec."""
+    path = run_dir / "run.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["systems"] = ran
+    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str))
 
 
 def finish_run(

@@ -109,6 +109,7 @@ class EvalSpec(BaseModel):
     bootstrap: int = Field(default=1000, ge=1000, le=100_000)  # paired bootstrap resamples
     seed: int = 0
     concurrency: int | None = Field(None, ge=1, le=256)  # for every system without its own
+    limit: int | None = Field(None, ge=1)  # only the first N items (`eval run --limit`)
     # Task options: each task says which it takes (`Task.spec_fields`).
     index: Path | None = None  # the index folder to ask
     corpus: Path | None = None  # documents to ingest into <out>/<name>-index
@@ -159,6 +160,8 @@ class EvalSpec(BaseModel):
         doc = self.model_dump(
             mode="json", exclude={"concurrency": True, "systems": {"__all__": {"concurrency"}}}
         )
+        if doc.get("limit") is None:  # a spec without one keeps the fingerprint it had
+            doc.pop("limit", None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -68,3 +68,107 @@ def test_a_dialog_system_without_a_prompt_uses_the_tasks_prompt(
     assert r.code == 0, r.stderr
     assert r.json()["systems"]["base"]["model_calls"] == 16 == len(model.calls)
     assert "[system] You are a friendly conversation partner." in model.calls[-1]["prompt"]
+
+
+# -- what each system ran ------------------------------------------------------------------
+
+
+def test_run_json_records_what_each_system_ran(
+    tmp_path: Path, dataset: Path, use_model: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_model(ScriptedChat(lambda prompt: "서라벌 밝은 달밤에", model_name="tiny-chat"))
+    given = write(tmp_path / "given.jsonl", [{"id": f"p{i}", "output": "서라벌"} for i in range(6)])
+    body = (
+        f"name: ran\ndataset: {dataset}\nmetrics: [chrf]\nsystems:\n"
+        "  - {name: zs, prompt: hyangga/zero_shot, params: {temperature: 0, seed: 3}}\n"
+        f"  - {{name: g, outputs: {given}}}\n"
+    )
+    out = tmp_path / "runs"
+    r = run_cli(capsys, "eval", "run", str(spec_file(tmp_path, body)), "--out", str(out))
+    assert r.code == 0, r.stderr
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    text = (run_dir / "run.json").read_text(encoding="utf-8")
+    assert '"backend": null' not in text and '"model": null' not in text
+    ran = json.loads(text)["systems"]
+    assert ran["zs"]["backend"] == "scripted" and ran["zs"]["model"] == "tiny-chat"
+    assert (
+        ran["zs"]["prompt"]["name"] == "hyangga/zero_shot"
+        and len(ran["zs"]["prompt"]["sha256"]) == 16
+    )
+    assert ran["zs"]["params"]["temperature"] == 0 and ran["zs"]["params"]["seed"] == 3
+    assert ran["g"]["given"] == str(given) and "backend" not in ran["g"]
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["systems"]["zs"]["ran"] == ran["zs"]
+    assert "## What ran" in r.stdout and "scripted tiny-chat" in r.stdout
+    assert "scripted tiny-chat" in (run_dir / "report.html").read_text(encoding="utf-8")
+    history = run_cli(capsys, "eval", "history", str(out))
+    assert "scripted tiny-chat" in history.stdout
+    assert "scripted tiny-chat" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_regression_after_the_model_changed_says_the_model_changed(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (
+        f"name: swap\ndataset: {dataset}\nmetrics: [chrf]\n"
+        "systems: [{name: a, prompt: hyangga/zero_shot}]\n"
+    )
+    path, out = spec_file(tmp_path, body), tmp_path / "runs"
+    same = ScriptedChat(lambda p: "서라벌 밝은 달밤에 {}번째 노래", model_name="good-model")
+    first = run_spec(load_spec(path), out, settings=load_settings(),
+                     backend_factory=lambda s: _fake(same))  # fmt: skip
+    assert first["previous"] is None
+    again = run_spec(load_spec(path), out, settings=load_settings(),
+                     backend_factory=lambda s: _fake(same))  # fmt: skip
+    assert again["previous"]["changed"] == {}, "the same model: nothing to say"
+    worse = ScriptedChat(lambda p: "모름", model_name="other-model")
+    summary = run_spec(load_spec(path), out, settings=load_settings(),
+                       backend_factory=lambda s: _fake(worse))  # fmt: skip
+    (regression,) = summary["previous"]["regressions"]
+    assert regression["changed"] == ["ran fake good-model, now fake other-model"]
+    report = (out / summary["run_id"] / "report.md").read_text(encoding="utf-8")
+    assert "**a changed since then**" in report and "other-model" in report
+    assert "**yes** (ran differently)" in report
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    compared = run_cli(capsys, "eval", "report", str(out), "--compare", runs[1], runs[2])
+    assert "a ran differently: ran fake good-model, now fake other-model" in compared.stdout
+
+
+def _fake(chat: ScriptedChat) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="fake", model=chat.model_name, chat=chat)
+
+
+def test_providers_pin_their_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.backends.ollama import OllamaStatus
+    from pipelines.backends.provider import Backend
+    from pipelines.backends.providers import embedded, ollama, openai
+
+    status = OllamaStatus("http://h:1", True, "0.6", [{"name": "llama3.1:8b", "digest": "abc123"}])
+    provider = ollama.provider(probe=lambda host, timeout: status)
+    backend = Backend("ollama", "llama3.1:8b", None, None, None, "")  # type: ignore[arg-type]
+    settings = load_settings({"backend": "ollama"})
+    assert provider.identity is not None
+    assert provider.identity(settings, backend) == {"host": "http://h:1", "digest": "abc123"}
+    served = Backend("openai", "qwen-7b", None, None, None, "")  # type: ignore[arg-type]
+    assert openai.identity(settings, served)["served_model"] == "qwen-7b"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 100)
+    model = Backend("embedded", "m", None, None, None, "", gguf=gguf)  # type: ignore[arg-type]
+    first = embedded.identity(settings, model)
+    import hashlib
+
+    assert first == {"gguf": str(gguf), "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()}
+    reads: list[Path] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *a: Any, **kw: Any) -> Any:
+        if self == gguf:
+            reads.append(self)
+        return real_open(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    assert embedded.identity(settings, model) == first and reads == [], "hashed once, then cached"
+    gguf.write_bytes(b"GGUF" + b"\1" * 100)  # another file at the same path: hashed again
+    assert embedded.identity(settings, model)["sha256"] != first["sha256"] and reads

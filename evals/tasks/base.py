@@ -82,6 +82,10 @@ class Task(ABC):
         """Outputs a system already has (made elsewhere), or None: produce them."""
         return None
 
+    def prompt_names(self, system: SystemSpec) -> list[str]:
+        """The prompts the system's outputs are made with (their text is hashed in the run)."""
+        return [system.prompt] if system.prompt else []
+
     @abstractmethod
     def produce(self, ctx: RunContext, system: SystemSpec, item: Any) -> Produced: ...
 

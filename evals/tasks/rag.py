@@ -43,6 +43,9 @@ class RAGTask(AnswerTask):
     def expected(self, item: Any) -> Any:
         return item.get("gold_sources") or []
 
+    def prompt_names(self, system: SystemSpec) -> list[str]:
+        return ["rag/chat/answer", "rag/completion/answer"]
+
     def open(self) -> None:
         from pipelines.toolkit import Toolkit
 

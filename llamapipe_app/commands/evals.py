@@ -110,10 +110,13 @@ def _print_regressions(summary: dict[str, Any]) -> bool:
     """Say what regressed since the previous run; whether anything did."""
     regressions = (summary.get("previous") or {}).get("regressions") or []
     for r in regressions:
+        changed = r.get("changed") or []
         err.print(
             f"[bold red]regressed:[/bold red] {r['system']} {r['metric']} "
             f"{r['previous']:.2f} -> "
-            f"{r['current']:.2f} (95% CI of the change {r['ci']})",
+            f"{r['current']:.2f} (95% CI of the change {r['ci']})"
+            + (f"; but it ran differently: {'; '.join(changed)}" if changed else ""),
+            markup=True,
             highlight=False,
         )
     return bool(regressions)
@@ -182,6 +185,8 @@ def report(
                     "yes" if c["significant"] else "no",
                 )
         out.print(table)
+        for system, notes in doc.get("changed", {}).items():
+            out.print(f"{system} ran differently: {'; '.join(notes)}", markup=False)
         return
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
@@ -239,8 +244,9 @@ def history(
     for spec in sorted({r["spec"] for r in runs}):
         mine = [r for r in runs if r["spec"] == spec]
         table = Table(
-            "system", "metric", "runs", "first", "last", "trend", title=spec, header_style="bold"
-        )
+            "system", "metric", "runs", "first", "last", "trend", "ran (last run)",
+            title=spec, header_style="bold",
+        )  # fmt: skip
         keys = sorted({(s, m) for r in mine for s, ms in r["systems"].items() for m in ms})
         for system, metric in keys:
             series = [
@@ -253,9 +259,18 @@ def history(
                 f"{series[0]:.2f}",
                 f"{series[-1]:.2f}",
                 _spark(series),
+                _ran_last(mine, system),
             )
         out.print(table)
     err.print(f"charts: {write_index(where)}")
+
+
+def _ran_last(runs: list[dict[str, Any]], system: str) -> str:
+    """What the system ran in the last run; `(changed)` when earlier runs ran another."""
+    from evals.identity import label
+
+    labels = [label((r.get("ran") or {}).get(system)) for r in runs if system in r["systems"]]
+    return labels[-1] + (" (changed)" if len(set(labels)) > 1 else "")
 
 
 def _spark(values: list[float]) -> str:
