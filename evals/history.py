@@ -75,6 +75,8 @@ def compare_runs(
             pairs = ([items[i] for i in ids], [before[system][i] for i in ids])
         per_metric = {}
         for metric in spec.metrics or []:
+            if scorer is None and all(metric not in r["metrics"] for r in pairs[1]):
+                continue  # the previous run did not score it (a metric added since)
             boot = _paired(spec, scorer, metric, ids, *pairs)
             pair = boot["pairs"][0]
             worse = pair["better"] == "previous" and pair["significant"]
@@ -133,12 +135,14 @@ def _paired(
 ) -> dict[str, Any]:
     """One metric's paired bootstrap, this run against the previous, on the shared items:
     from corpus statistics when the task scores so, else from each row's own metric."""
-    if scorer is None:
+    if scorer is None:  # items a metric does not score (None) are left out of it
+        both = [n for n, (c, o) in enumerate(zip(cur, old, strict=True))
+                if None not in (c["metrics"].get(metric), o["metrics"].get(metric))]  # fmt: skip
         values = {
-            "current": [row["metrics"][metric] for row in cur],
-            "previous": [row["metrics"][metric] for row in old],
+            "current": [cur[n]["metrics"][metric] for n in both],
+            "previous": [old[n]["metrics"][metric] for n in both],
         }
-        return bootstrap_means(values, ids, spec.bootstrap, spec.seed)
+        return bootstrap_means(values, [ids[n] for n in both], spec.bootstrap, spec.seed)
     arrays = {
         "current": np.array([r[metric] for r in cur]),
         "previous": np.array([r[metric] for r in old]),

@@ -61,6 +61,9 @@ def markdown(summary: dict[str, Any]) -> str:
             cells.append(_fmt(v["score"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
         cells += [str(info.get(key, 0)) for key in counts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for metric in summary.get("unscored") or []:
+        lines += ["", f"Not scored: `{metric}`: no item holds what it needs (for answer "
+                  "correctness, references: `answers` or `reference`)."]  # fmt: skip
     first = next(iter(summary["systems"].values()))["metrics"]
     signed = [m for m in metrics if first[m].get("signature")]
     if signed:
@@ -202,7 +205,7 @@ def report_html(
     by_key = {(r["system"], r["id"]): r for r in rows}
 
     def scores(row: dict[str, Any]) -> str:
-        return " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items())
+        return " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items() if v is not None)
 
     translations = [
         {

@@ -534,7 +534,8 @@ def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None
     spec = load_spec(
         spec_file(
             tmp_path,
-            f"name: ragtask\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\ncorpus: {corpus}\nsystems: [{{name: k3, k: 3}}]",
+            f"name: ragtask\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\ncorpus: {corpus}\nsystems: [{{name: k3, k: 3}}]\n"
+            "metrics: [citation_validity, recall@k, abstention_accuracy]",
         )
     )
     model = ScriptedChat(

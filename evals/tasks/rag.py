@@ -1,7 +1,10 @@
-"""The RAG task: questions ({"id", "question", "gold_sources": [...], "answerable": bool})
-asked of an index (`index:`, or `corpus:` ingested into `<out>/<spec>-index`); metrics:
-citation validity (supported citations over citations plus dropped markers), recall@k of the
-gold sources, abstention accuracy. The index's state is part of each answer's cache key."""
+"""The RAG task: questions ({"id", "question", "gold_sources": [...], "answerable": bool,
+"answers": [...] or "reference": "..."}) asked of an index (`index:`, or `corpus:` ingested
+into `<out>/<spec>-index`); metrics: answer correctness against the references
+(evals/correctness.py), citation validity (supported citations over citations plus dropped
+markers), recall@k of the gold sources, abstention accuracy. The index's state is part of
+each answer's cache key; answer correctness is scored from the cached answer, so changing
+a reference needs no model call."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evals.context import RunContext, backend_for
+from evals.correctness import METRIC, score
 from evals.data import read_jsonl
 from evals.tasks.answers import AnswerTask
+from evals.tasks.base import Produced
 from pipelines.errors import UsageError
 
 if TYPE_CHECKING:
@@ -19,7 +24,7 @@ if TYPE_CHECKING:
 
 class RAGTask(AnswerTask):
     name = "rag"
-    metrics = ("citation_validity", "recall@k", "abstention_accuracy")
+    metrics = (METRIC, "citation_validity", "recall@k", "abstention_accuracy")
     spec_fields = frozenset({"index", "corpus"})
     system_fields = frozenset({"k"})
 
@@ -45,6 +50,12 @@ class RAGTask(AnswerTask):
 
     def prompt_names(self, system: SystemSpec) -> list[str]:
         return ["rag/chat/answer", "rag/completion/answer"]
+
+    def row(self, system: SystemSpec, item: Any, produced: Produced) -> dict[str, Any]:
+        row = super().row(system, item, produced)
+        abstained = bool(produced.record.get("abstained", _abstained(item, row)))
+        row["metrics"] = {METRIC: score(item, row["output"], abstained), **row["metrics"]}
+        return row
 
     def open(self) -> None:
         from pipelines.toolkit import Toolkit
@@ -84,6 +95,7 @@ class RAGTask(AnswerTask):
         should_abstain = not item.get("answerable", True)
         return {
             "output": answer.answer,
+            "abstained": answer.abstained,
             "citations": [c.model_dump() for c in answer.citations],
             "retrieved": [r.model_dump() for r in answer.retrieved],
             "metrics": {
@@ -92,3 +104,10 @@ class RAGTask(AnswerTask):
                 "abstention_accuracy": 100.0 * (answer.abstained == should_abstain),
             },
         }
+
+
+def _abstained(item: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Whether an answer cached before `abstained` was recorded abstained: its abstention
+    was right exactly when it matched the item's being unanswerable."""
+    right = row["metrics"].get("abstention_accuracy") == 100.0
+    return right == (not item.get("answerable", True))
