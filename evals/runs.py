@@ -56,6 +56,31 @@ def find_unfinished(out: Path, spec: EvalSpec) -> Path | None:
     return None
 
 
+def find_run(out: Path, ref: str) -> Path:
+    """A finished run's folder from what a user types: a run folder, a run id in `out` (as
+    `eval run` printed it), or `latest` (the newest finished run there)."""
+    given = Path(ref)
+    if given.is_dir() or given.is_file():
+        if not (given / "summary.json").exists():
+            raise UsageError(
+                f"{given} is not a finished run (no summary.json)",
+                hint="pass a run id, `latest`, or DIR/<run-id>",
+            )
+        return given
+    finished = sorted(p.parent for p in out.glob("*/summary.json")) if out.is_dir() else []
+    if ref == "latest" and finished:
+        return finished[-1]
+    found = next((d for d in finished if d.name == ref), None)
+    if found is None:
+        some = ", ".join(d.name for d in finished[-3:]) or "none yet"
+        raise UsageError(
+            f"no finished run {ref} in {out}",
+            hint=f"the latest there: {some}; `llamapipe eval history` lists them (--out for "
+            "another runs folder)",
+        )
+    return found
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Complete lines only; a torn last line (killed mid-write) is cut off the file."""
     if not path.exists():

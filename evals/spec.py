@@ -165,6 +165,33 @@ class EvalSpec(BaseModel):
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def with_overrides(
+    spec: EvalSpec, *, backend: str | None, model: str | None, limit: int | None
+) -> EvalSpec:
+    """The spec with every system that asks a model on `backend` and `model` (a system's
+    own `model:` is dropped when only the backend is named: it named a model of another),
+    and only the first `limit` items; checked as a spec file is. They are part of the spec
+    the run records, and of its fingerprint."""
+    if backend is None and model is None and limit is None:
+        return spec
+    doc = spec.model_dump()
+    for system in doc["systems"]:
+        if system["outputs"] is not None:
+            continue  # outputs made elsewhere: no model to change
+        if backend is not None and backend != system["backend"]:
+            system.update(backend=backend, model=None)
+        if model is not None:
+            system["model"] = model
+    if limit is not None:
+        doc["limit"] = limit
+    try:
+        changed = EvalSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise UsageError(first_problem(exc)[1], hint="see `llamapipe models`") from None
+    changed.path = spec.path
+    return changed
+
+
 def check_inputs(spec: EvalSpec) -> None:
     """What a run will read exists: dataset, prompts, outputs files, index or corpus.
 

@@ -172,3 +172,149 @@ def test_providers_pin_their_models(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert embedded.identity(settings, model) == first and reads == [], "hashed once, then cached"
     gguf.write_bytes(b"GGUF" + b"\1" * 100)  # another file at the same path: hashed again
     assert embedded.identity(settings, model)["sha256"] != first["sha256"] and reads
+
+
+# -- the CLI: finding runs, exporting items, the run's own flags ------------------------------
+
+
+def _spec_with_given(tmp_path: Path, dataset: Path) -> Path:
+    given = write(tmp_path / "given.jsonl", [{"id": f"p{i}", "output": "서라벌"} for i in range(6)])
+    return spec_file(
+        tmp_path,
+        f"name: cli\ndataset: {dataset}\nmetrics: [chrf]\n"
+        f"systems: [{{name: g, outputs: {given}}}]\n",
+    )
+
+
+def test_eval_report_takes_the_run_id_it_printed_or_latest(
+    tmp_path: Path,
+    dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = _spec_with_given(tmp_path, dataset)
+    out = tmp_path / "runs"
+    ids = [run_cli(capsys, "eval", "run", str(path), "--out", str(out), "--json").json()["run_id"]
+           for _ in range(2)]  # fmt: skip
+    by_id = run_cli(capsys, "eval", "report", ids[0], "--out", str(out), "--json")
+    assert by_id.code == 0 and by_id.json()["run_id"] == ids[0]
+    latest = run_cli(capsys, "eval", "report", "latest", "--out", str(out), "--json")
+    assert latest.json()["run_id"] == ids[1]
+    monkeypatch.setenv("LLAMAPIPE_DATA_DIR", str(tmp_path))  # the default runs folder: data/evals
+    (tmp_path / "evals").mkdir()
+    nothing = run_cli(capsys, "eval", "report", "latest")
+    assert nothing.code == 2 and "no finished run latest" in nothing.stderr
+    wrong = run_cli(capsys, "eval", "report", "20990101T000000000Z-x", "--out", str(out))
+    assert wrong.code == 2 and ids[1] in wrong.stderr, "the hint names the runs there"
+    md = run_cli(capsys, "eval", "report", ids[1], "--out", str(out))
+    assert md.stdout.startswith("# cli — run "), "piped: Markdown as it is"
+
+
+def test_eval_report_exports_items_as_csv_and_jsonl(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+
+    path = _spec_with_given(tmp_path, dataset)
+    out = tmp_path / "runs"
+    run_id = run_cli(capsys, "eval", "run", str(path), "--out", str(out), "--json").json()["run_id"]
+    r = run_cli(capsys, "eval", "report", run_id, "--out", str(out), "-o", str(tmp_path / "i.csv"))
+    assert r.code == 0 and "6 items" in r.stderr
+    with (tmp_path / "i.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[0]["system"] == "g" and rows[0]["output"] == "서라벌"
+    assert rows[0]["references"] == "서라벌 밝은 달밤에 0번째 노래" and float(rows[0]["chrf"]) > 0
+    r = run_cli(
+        capsys, "eval", "report", run_id, "--out", str(out), "-o", str(tmp_path / "i.jsonl")
+    )
+    lines = [json.loads(x) for x in (tmp_path / "i.jsonl").read_text("utf-8").splitlines()]
+    assert len(lines) == 6 and lines[0]["references"] == ["서라벌 밝은 달밤에 0번째 노래"]
+    bad = run_cli(
+        capsys, "eval", "report", run_id, "--out", str(out), "-o", str(tmp_path / "i.xls")
+    )
+    assert bad.code == 2 and ".csv or .jsonl" in bad.stderr and not (tmp_path / "i.xls").exists()
+
+
+def test_eval_run_limit_backend_and_model_are_recorded_in_the_run(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str], use_model: Any
+) -> None:
+    model = use_model(ScriptedChat(lambda prompt: "서라벌"))
+    given = write(tmp_path / "given.jsonl", [{"id": f"p{i}", "output": "서라벌"} for i in range(6)])
+    body = (
+        f"name: flags\ndataset: {dataset}\nmetrics: [chrf]\nsystems:\n"
+        "  - {name: a, prompt: hyangga/zero_shot, backend: embedded, model: /no/such.gguf}\n"
+        f"  - {{name: g, outputs: {given}}}\n"
+    )
+    out = tmp_path / "runs"
+    r = run_cli(capsys, "eval", "run", str(spec_file(tmp_path, body)), "--out", str(out),
+                "--limit", "2", "--backend", "scripted", "--json")  # fmt: skip
+    assert r.code == 0, r.stderr
+    summary = r.json()
+    assert summary["items"] == 2 and len(model.calls) == 2
+    assert summary["systems"]["a"]["ran"]["backend"] == "scripted"
+    assert summary["systems"]["g"]["given"] == 2
+    meta = json.loads((out / summary["run_id"] / "run.json").read_text("utf-8"))
+    assert meta["spec"]["limit"] == 2 and meta["spec"]["systems"][0]["backend"] == "scripted"
+    assert "model" not in meta["spec"]["systems"][0], "the embedded model was not scripted's"
+    bad = run_cli(capsys, "eval", "run", str(spec_file(tmp_path, body)), "--backend", "nosuch")
+    assert bad.code == 2 and "unknown backend 'nosuch'" in bad.stderr
+    takes_none = run_cli(capsys, "eval", "run", str(spec_file(tmp_path, body)), "--out", str(out),
+                         "--backend", "scripted", "--model", "x")  # fmt: skip
+    assert takes_none.code == 2 and "takes no `model`" in takes_none.stderr
+
+
+def test_eval_report_on_a_terminal_is_rendered_markdown(
+    tmp_path: Path,
+    dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from llamapipe_app.commands import evals as commands
+
+    path = _spec_with_given(tmp_path, dataset)
+    out = tmp_path / "runs"
+    assert run_cli(capsys, "eval", "run", str(path), "--out", str(out), "--json").code == 0
+    screen = io.StringIO()
+    monkeypatch.setattr(commands, "out", Console(file=screen, force_terminal=True, width=100))
+    assert run_cli(capsys, "eval", "report", "latest", "--out", str(out)).code == 0
+    shown = screen.getvalue()
+    assert "What ran" in shown and "| system |" not in shown and "─" in shown, "tables drawn"
+
+
+# -- scheduled runs pin what they were made with ------------------------------------------------
+
+
+def test_a_schedule_pins_the_backend_and_model_auto_chose(
+    tmp_path: Path,
+    dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines.backends import ollama
+    from pipelines.backends.gguf import default_gguf
+    from pipelines.backends.ollama import OllamaStatus
+
+    path = spec_file(
+        tmp_path,
+        f"name: pin\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]\n",
+    )
+    here = OllamaStatus("http://10.0.0.5:11434", True, "0.6", [{"name": "llama3.1:8b"}])
+    monkeypatch.setattr(ollama, "probe", lambda host, timeout: here)  # Ollama is up now
+    monkeypatch.setenv("OLLAMA_HOST", "http://10.0.0.5:11434")  # from the shell: not in cron
+    r = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *")
+    assert r.code == 0, r.stderr
+    assert " LLAMAPIPE_BACKEND=ollama LLAMAPIPE_OLLAMA_MODEL=llama3.1:8b " in r.stdout
+    assert "LLAMAPIPE_OLLAMA_HOST=http://10.0.0.5:11434 " in r.stdout
+    timer = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--systemd")
+    assert 'Environment="LLAMAPIPE_BACKEND=ollama"\n' in timer.stdout
+    assert 'Environment="LLAMAPIPE_OLLAMA_MODEL=llama3.1:8b"\n' in timer.stdout
+    gone = OllamaStatus("http://10.0.0.5:11434", False, error="connection refused")
+    monkeypatch.setattr(ollama, "probe", lambda host, timeout: gone)
+    monkeypatch.delenv("OLLAMA_HOST")
+    embedded = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *")
+    assert f"LLAMAPIPE_BACKEND=embedded LLAMAPIPE_GGUF={default_gguf()} " in embedded.stdout
+    assert "HOST" not in embedded.stdout, "a default server is not pinned"

@@ -344,8 +344,12 @@ def test_runs_never_overlap(tmp_path: Path) -> None:
 
 
 def test_schedule_prints_a_cron_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, dataset: Path
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -651,6 +655,7 @@ def test_schedule_systemd_prints_and_installs_a_user_timer(
     isolated_user_state: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -689,6 +694,7 @@ def test_schedule_install_without_crontab_gives_the_line_to_add(
     dataset: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -707,6 +713,7 @@ def test_schedule_systemd_failure_says_what_was_done_and_what_is_left(
     isolated_user_state: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
