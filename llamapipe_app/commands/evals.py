@@ -27,6 +27,19 @@ OutFlag = Annotated[
 ]
 
 
+LimitFlag = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
+SystemsBackendFlag = Annotated[
+    Optional[str],
+    typer.Option(
+        "--backend", metavar="NAME", help="Every system that asks a model, on this backend."
+    ),
+]
+SystemsModelFlag = Annotated[
+    Optional[str],
+    typer.Option("--model", help="Every system that asks a model, on this model (tag, GGUF, id)."),
+]
+
+
 def _out(out_dir: Path | None) -> Path:
     return out_dir or load_settings().data_dir / "evals"
 
@@ -39,21 +52,9 @@ def run(
         bool, typer.Option("--scheduled", help="Take the lock; exit 1 on a significant regression.")
     ] = False,
     concurrency: ConcurrencyFlag = None,
-    limit: Annotated[
-        Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")
-    ] = None,
-    backend: Annotated[
-        Optional[str],
-        typer.Option(
-            "--backend", metavar="NAME", help="Every system that asks a model, on this backend."
-        ),
-    ] = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            "--model", help="Every system that asks a model, on this model (tag, GGUF, id)."
-        ),
-    ] = None,
+    limit: LimitFlag = None,
+    backend: SystemsBackendFlag = None,
+    model: SystemsModelFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a spec (resuming an unfinished run of it), score it, write reports and history.
