@@ -61,6 +61,8 @@ def markdown(summary: dict[str, Any]) -> str:
             cells.append(_fmt(v["score"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
         cells += [str(info.get(key, 0)) for key in counts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary.get("judge"):
+        lines += ["", judge_note(summary["judge"])]
     for metric in summary.get("unscored") or []:
         lines += ["", f"Not scored: `{metric}`: no item holds what it needs (for answer "
                   "correctness, references: `answers` or `reference`)."]  # fmt: skip
@@ -98,6 +100,14 @@ def _ran_lines(summary: dict[str, Any]) -> list[str]:
         shown = f"`{prompt['name']}` #{prompt['sha256']}" if prompt else ""
         lines.append(f"| {name} | {label(ran)} | {shown} | {_params(ran)} |")
     return lines
+
+
+def judge_note(judge: dict[str, Any]) -> str:
+    """The judge's score is labelled: a model's opinion, which model, and that it is opt-in."""
+    who = f"{judge.get('backend') or 'the default backend'} {judge.get('model') or ''}".strip()
+    return (f"`judged_correctness` is the verdict of a judge model ({who}), asked whether each "
+            "answer says what the reference says: a model's opinion, not a measurement; it is "
+            "scored only because the spec sets `judge:`.")  # fmt: skip
 
 
 def _params(ran: dict[str, Any]) -> str:
@@ -247,6 +257,7 @@ def report_html(
         metrics=metrics,
         counts=_counts(summary),
         ran=_ran_rows(summary),
+        judge=judge_note(summary["judge"]) if summary.get("judge") else "",
         charts=[trend(runs, m) for m in metrics] if len(runs) > 1 else [],
         pairs=any(summary["pairs"].values()),
         translations=translations,

@@ -64,6 +64,15 @@ def _not_taken(
     return None
 
 
+def known_backend(name: str | None) -> str | None:
+    from pipelines.backends.registry import REGISTRY
+
+    if name is not None and name not in REGISTRY.choices():
+        choices = ", ".join(REGISTRY.choices())
+        raise ValueError(f"unknown backend {name!r}; use one of: {choices}")
+    return name
+
+
 class SystemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,18 +91,28 @@ class SystemSpec(BaseModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, name: str | None) -> str | None:
-        from pipelines.backends.registry import REGISTRY
-
-        if name is not None and name not in REGISTRY.choices():
-            choices = ", ".join(REGISTRY.choices())
-            raise ValueError(f"unknown backend {name!r}; use one of: {choices}")
-        return name
+        return known_backend(name)
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
         if self.outputs is not None and (self.prompt or self.shots):
             raise ValueError("a system has either `outputs` or a `prompt`, not both")
         return self
+
+
+class JudgeSpec(BaseModel):
+    """The model that judges answers (the RAG task's `judge:`): a backend, model, params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str | None) -> str | None:
+        return known_backend(name)
 
 
 class EvalSpec(BaseModel):
@@ -113,6 +132,7 @@ class EvalSpec(BaseModel):
     # Task options: each task says which it takes (`Task.spec_fields`).
     index: Path | None = None  # the index folder to ask
     corpus: Path | None = None  # documents to ingest into <out>/<name>-index
+    judge: JudgeSpec | None = None  # a model that judges answers (off unless set)
     path: Path | None = Field(None, exclude=True)  # where the spec was read from
 
     @field_validator("task")
@@ -130,7 +150,7 @@ class EvalSpec(BaseModel):
         task = _tasks()[self.task]
         allowed = task.metrics
         if self.metrics is None:
-            self.metrics = list(allowed)
+            self.metrics = task.default_metrics(self)
         unknown = [m for m in self.metrics if m not in allowed]
         if unknown:
             raise ValueError(f"task {self.task} has no metric {unknown}; use {list(allowed)}")
@@ -160,8 +180,9 @@ class EvalSpec(BaseModel):
         doc = self.model_dump(
             mode="json", exclude={"concurrency": True, "systems": {"__all__": {"concurrency"}}}
         )
-        if doc.get("limit") is None:  # a spec without one keeps the fingerprint it had
-            doc.pop("limit", None)
+        for added in ("limit", "judge"):  # unset, a spec keeps the fingerprint it had
+            if doc.get(added) is None:
+                doc.pop(added, None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 

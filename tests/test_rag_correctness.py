@@ -8,9 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from evals.correctness import beyond, normalise, score
 from evals.runner import run_spec
 from evals.spec import load_spec
+from pipelines.errors import UsageError
 from pipelines.settings import load_settings
 from tests.fakes import ScriptedChat
 
@@ -99,3 +102,40 @@ def test_a_rag_dataset_without_references_is_not_scored_on_answers_and_says_so(
     assert summary["unscored"] == ["answer_correctness"]
     report = (tmp_path / "runs" / summary["run_id"] / "report.md").read_text("utf-8")
     assert "Not scored: `answer_correctness`" in report
+
+
+def _judged_spec(tmp_path: Path, extra: str) -> Path:
+    spec = tmp_path / "judged.yaml"
+    spec.write_text(
+        f"name: judged\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\n"
+        f"corpus: {ROOT / 'evals/datasets/rag/corpus'}\nsystems: [{{name: k3, k: 3}}]\n{extra}",
+        "utf-8",
+    )
+    return spec
+
+
+def test_a_judge_model_is_off_by_default_and_labelled_when_on(tmp_path: Path) -> None:
+    assert "judged_correctness" not in load_spec(SPEC).metrics  # type: ignore[operator]
+    judged: list[str] = []
+
+    def reply(prompt: str) -> str:
+        if "You grade answers" in prompt:  # the judge: right when the answer holds the name
+            judged.append(prompt)
+            return "CORRECT" if "Answer to grade: Ogura" in prompt else "INCORRECT."
+        return RIGHT[_asked(prompt)["id"]] if "1929" in prompt else _asked(prompt)["question"]
+
+    model = ScriptedChat(reply)
+    factory = lambda s: SimpleNamespace(name="fake", model="judge-7b", chat=model)  # noqa: E731
+    settings = load_settings({"backend": "embedded"})
+    spec = load_spec(_judged_spec(tmp_path, "judge: {params: {temperature: 0}}\n"))
+    summary = run_spec(spec, tmp_path / "runs", settings=settings, backend_factory=factory)
+    score_ = summary["systems"]["k3"]["metrics"]["judged_correctness"]["score"]
+    assert round(score_, 2) == round(100 / 6, 2), "one of the six answerable questions judged right"
+    assert len(judged) == 6 and summary["judge"]["model"] == "judge-7b"
+    report = (tmp_path / "runs" / summary["run_id"] / "report.md").read_text("utf-8")
+    assert "verdict of a judge model (fake judge-7b)" in report and "not a measurement" in report
+    page = (tmp_path / "runs" / summary["run_id"] / "report.html").read_text("utf-8")
+    assert 'id="judge"' in page
+    with pytest.raises(UsageError, match="judged_correctness needs a judge model"):
+        bad = load_spec(_judged_spec(tmp_path, "metrics: [judged_correctness]\n"))
+        run_spec(bad, tmp_path / "runs", settings=settings, backend_factory=factory)

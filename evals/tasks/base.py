@@ -60,6 +60,11 @@ class Task(ABC):
     # row's `metrics` (evals/history.py).
     corpus_scorer: ClassVar[type[Scorer] | None] = None
 
+    @classmethod
+    def default_metrics(cls, spec: EvalSpec) -> list[str]:
+        """What a spec without `metrics:` scores: all of them, unless a task says less."""
+        return list(cls.metrics)
+
     def __init__(self, spec: EvalSpec, out: Path, settings: Settings) -> None:
         self.spec = spec
         self.out = out

@@ -14,21 +14,32 @@ from typing import TYPE_CHECKING, Any
 from evals.context import RunContext, backend_for
 from evals.correctness import METRIC, score
 from evals.data import read_jsonl
+from evals.judge import JUDGED, PROMPT, judge_backend, verdict
 from evals.tasks.answers import AnswerTask
 from evals.tasks.base import Produced
 from pipelines.errors import UsageError
 
 if TYPE_CHECKING:
-    from evals.spec import SystemSpec
+    from evals.spec import EvalSpec, SystemSpec
 
 
 class RAGTask(AnswerTask):
     name = "rag"
-    metrics = (METRIC, "citation_validity", "recall@k", "abstention_accuracy")
-    spec_fields = frozenset({"index", "corpus"})
+    metrics = (METRIC, "citation_validity", "recall@k", "abstention_accuracy", JUDGED)
+    spec_fields = frozenset({"index", "corpus", "judge"})
     system_fields = frozenset({"k"})
 
+    @classmethod
+    def default_metrics(cls, spec: EvalSpec) -> list[str]:
+        """The judge's verdict only when the spec names a judge."""
+        return [m for m in cls.metrics if m != JUDGED or spec.judge is not None]
+
     def load(self) -> list[Any]:
+        if JUDGED in (self.spec.metrics or []) and self.spec.judge is None:
+            raise UsageError(
+                f"{JUDGED} needs a judge model: `judge: {{backend: ..., model: ...}}`",
+                hint=f"or leave {JUDGED} out of `metrics:`",
+            )
         rows = read_jsonl(self.spec.resolve(self.spec.dataset), "dataset")
         for number, row in rows:
             if not isinstance(row.get("question"), str) or "id" not in row:
@@ -79,8 +90,11 @@ class RAGTask(AnswerTask):
 
     def cache_parts(self, system: SystemSpec, item: Any) -> dict[str, Any]:
         index = self.index  # dense or not retrieves differently: both are in the key
-        return {"task_prompt": None,
+        parts: dict[str, Any] = {"task_prompt": None,
                 "index": (str(index.path), index.generation(), index.embed_model)}  # fmt: skip
+        if self.spec.judge is not None:  # its verdict is in the record (no judge: keys as before)
+            parts["judge"] = self.spec.judge.model_dump(mode="json")
+        return parts
 
     def answer(self, ctx: RunContext, system: SystemSpec, item: Any) -> dict[str, Any]:
         backend, _ = backend_for(ctx, system)
@@ -102,8 +116,36 @@ class RAGTask(AnswerTask):
                 "citation_validity": validity,
                 "recall@k": recall,
                 "abstention_accuracy": 100.0 * (answer.abstained == should_abstain),
+                **self._judged(ctx, item, answer),
             },
         }
+
+    def _judged(self, ctx: RunContext, item: Any, answer: Any) -> dict[str, float | None]:
+        if self.spec.judge is None:
+            return {}
+        if not hasattr(self, "judge_ran"):  # what judged, for the run's record
+            from evals.identity import prompt_identity
+
+            backend, _ = judge_backend(ctx, self.spec.judge)
+            self.judge_ran = {"backend": backend.name, "model": backend.model,
+                              "prompt": prompt_identity([PROMPT])}  # fmt: skip
+        return {JUDGED: verdict(ctx, self.spec.judge, item, answer)}
+
+    def summarise(
+        self,
+        items: list[Any],
+        rows: list[dict[str, Any]],
+        calls: dict[str, dict[str, int]],
+        run_dir: Path,
+        resumed: bool,
+    ) -> dict[str, Any]:
+        summary = super().summarise(items, rows, calls, run_dir, resumed)
+        if self.spec.judge is not None:
+            judge = self.spec.judge
+            summary["judge"] = getattr(self, "judge_ran", None) or {
+                "backend": judge.backend, "model": judge.model, "prompt": None,
+            }  # fmt: skip
+        return summary
 
 
 def _abstained(item: dict[str, Any], row: dict[str, Any]) -> bool:
