@@ -318,3 +318,17 @@ def test_a_schedule_pins_the_backend_and_model_auto_chose(
     embedded = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *")
     assert f"LLAMAPIPE_BACKEND=embedded LLAMAPIPE_GGUF={default_gguf()} " in embedded.stdout
     assert "HOST" not in embedded.stdout, "a default server is not pinned"
+
+
+def test_history_marks_a_system_that_ran_something_else_in_earlier_runs() -> None:
+    from llamapipe_app.commands.evals import _ran_last
+
+    def run(model: str) -> dict[str, Any]:
+        return {
+            "systems": {"a": {"chrf": 1.0}},
+            "ran": {"a": {"backend": "ollama", "model": model}},
+        }
+
+    assert _ran_last([run("x:1"), run("x:1")], "a") == "ollama x:1"
+    assert _ran_last([run("x:1"), run("y:2")], "a") == "ollama y:2 (changed)"
+    assert _ran_last([{"systems": {"a": {"chrf": 1.0}}}], "a") == "not recorded"
