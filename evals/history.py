@@ -57,7 +57,10 @@ def compare_runs(
     now: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         now.setdefault(row["system"], {})[row["id"]] = row
-    result: dict[str, Any] = {"run_id": previous_id, "systems": {}, "regressions": []}
+    changed = _changed(out / previous_id, summary)
+    result: dict[str, Any] = {
+        "run_id": previous_id, "systems": {}, "regressions": [], "changed": changed,
+    }  # fmt: skip
     for system, items in now.items():
         if system not in before:
             continue
@@ -72,6 +75,8 @@ def compare_runs(
             pairs = ([items[i] for i in ids], [before[system][i] for i in ids])
         per_metric = {}
         for metric in spec.metrics or []:
+            if scorer is None and all(metric not in r["metrics"] for r in pairs[1]):
+                continue  # the previous run did not score it (a metric added since)
             boot = _paired(spec, scorer, metric, ids, *pairs)
             pair = boot["pairs"][0]
             worse = pair["better"] == "previous" and pair["significant"]
@@ -87,10 +92,25 @@ def compare_runs(
             }
             if worse:
                 result["regressions"].append(
-                    {"system": system, "metric": metric, **per_metric[metric]}
-                )
+                    {"system": system, "metric": metric, **per_metric[metric],
+                     "changed": changed.get(system, [])}
+                )  # fmt: skip
         result["systems"][system] = per_metric
     return result
+
+
+def _changed(previous_dir: Path, summary: dict[str, Any]) -> dict[str, list[str]]:
+    """Per system, what it ran differently from the previous run (backend, model, its
+    digest or hash, prompt, params), in words: then a change in scores may be the model's."""
+    from evals.identity import changes
+
+    path = previous_dir / "summary.json"
+    before = json.loads(path.read_text(encoding="utf-8"))["systems"] if path.exists() else {}
+    notes = {
+        name: changes((before.get(name) or {}).get("ran"), info.get("ran"))
+        for name, info in summary["systems"].items()
+    }
+    return {name: said for name, said in notes.items() if said}
 
 
 def _statistics(
@@ -115,12 +135,14 @@ def _paired(
 ) -> dict[str, Any]:
     """One metric's paired bootstrap, this run against the previous, on the shared items:
     from corpus statistics when the task scores so, else from each row's own metric."""
-    if scorer is None:
+    if scorer is None:  # items a metric does not score (None) are left out of it
+        both = [n for n, (c, o) in enumerate(zip(cur, old, strict=True))
+                if None not in (c["metrics"].get(metric), o["metrics"].get(metric))]  # fmt: skip
         values = {
-            "current": [row["metrics"][metric] for row in cur],
-            "previous": [row["metrics"][metric] for row in old],
+            "current": [cur[n]["metrics"][metric] for n in both],
+            "previous": [old[n]["metrics"][metric] for n in both],
         }
-        return bootstrap_means(values, ids, spec.bootstrap, spec.seed)
+        return bootstrap_means(values, [ids[n] for n in both], spec.bootstrap, spec.seed)
     arrays = {
         "current": np.array([r[metric] for r in cur]),
         "previous": np.array([r[metric] for r in old]),
@@ -149,6 +171,7 @@ def record_run(
             name: {m: v["score"] for m, v in info["metrics"].items()}
             for name, info in summary["systems"].items()
         },
+        "ran": {name: info.get("ran") for name, info in summary["systems"].items()},
     }
     with (out / HISTORY).open("a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")

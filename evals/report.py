@@ -32,8 +32,9 @@ def _when(ts: float) -> str:
 def _counts(summary: dict[str, Any]) -> dict[str, str]:
     """Where the outputs came from: summary key -> column title (resumed only when any)."""
     counts = {"model_calls": "model calls", "cached": "cached"}
-    if any(info.get("resumed") for info in summary["systems"].values()):
-        counts["resumed"] = "resumed"
+    for key, title in (("given", "given outputs"), ("resumed", "resumed")):
+        if any(info.get(key) for info in summary["systems"].values()):
+            counts[key] = title
     return counts
 
 
@@ -60,6 +61,11 @@ def markdown(summary: dict[str, Any]) -> str:
             cells.append(_fmt(v["score"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
         cells += [str(info.get(key, 0)) for key in counts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary.get("judge"):
+        lines += ["", judge_note(summary["judge"])]
+    for metric in summary.get("unscored") or []:
+        lines += ["", f"Not scored: `{metric}`: no item holds what it needs (for answer "
+                  "correctness, references: `answers` or `reference`)."]  # fmt: skip
     first = next(iter(summary["systems"].values()))["metrics"]
     signed = [m for m in metrics if first[m].get("signature")]
     if signed:
@@ -79,24 +85,59 @@ def markdown(summary: dict[str, Any]) -> str:
                     f"| {metric} | {p['a']} | {p['b']} | {_fmt(p['diff'])} | "
                     f"[{_fmt(p['ci'][0])}, {_fmt(p['ci'][1])}] | {p['p']:.3f} | {'yes' if p['significant'] else 'no'} |"
                 )
-    prev = summary.get("previous")
-    lines += ["", "## Against the previous run", ""]
-    if not prev:
-        lines.append("This is the first run of this spec.")
-    else:
-        lines += [
-            f"Previous run: `{prev['run_id']}`.",
-            "",
-            "| system | metric | before | now | change | 95% CI | regressed |",
-            "|---|---|---:|---:|---:|---|---|",
-        ]
-        for system, per in prev["systems"].items():
-            for metric, c in per.items():
-                lines.append(
-                    f"| {system} | {metric} | {_fmt(c['previous'])} | {_fmt(c['current'])} | {c['diff']:+.2f} | "
-                    f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}] | {'**yes**' if c['regressed'] else 'no'} |"
-                )
+    lines += _ran_lines(summary) + _previous_lines(summary.get("previous"))
     return "\n".join(lines) + "\n"
+
+
+def _ran_lines(summary: dict[str, Any]) -> list[str]:
+    """What each system ran: backend, model and its pin, prompt and its hash, params."""
+    from evals.identity import label
+
+    lines = ["", "## What ran", "", "| system | ran | prompt | params |", "|---|---|---|---|"]
+    for name, info in summary["systems"].items():
+        ran = info.get("ran") or {}
+        prompt = ran.get("prompt") or {}
+        shown = f"`{prompt['name']}` #{prompt['sha256']}" if prompt else ""
+        lines.append(f"| {name} | {label(ran)} | {shown} | {_params(ran)} |")
+    return lines
+
+
+def judge_note(judge: dict[str, Any]) -> str:
+    """The judge's score is labelled: a model's opinion, which model, and that it is opt-in."""
+    who = f"{judge.get('backend') or 'the default backend'} {judge.get('model') or ''}".strip()
+    return (f"`judged_correctness` is the verdict of a judge model ({who}), asked whether each "
+            "answer says what the reference says: a model's opinion, not a measurement; it is "
+            "scored only because the spec sets `judge:`.")  # fmt: skip
+
+
+def _params(ran: dict[str, Any]) -> str:
+    """The sampling parameters and task options that were set, as `temperature 0, k 3`."""
+    both = {**ran.get("params", {}), **ran.get("options", {})}
+    return ", ".join(f"{k} {v}" for k, v in both.items() if v not in (None, []))
+
+
+def _previous_lines(prev: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## Against the previous run", ""]
+    if not prev:
+        return [*lines, "This is the first run of this spec."]
+    lines += [f"Previous run: `{prev['run_id']}`.", ""]
+    changed = prev.get("changed") or {}
+    for system, notes in changed.items():
+        lines.append(f"- **{system} changed since then**, so a change in its scores may be "
+                     f"that: {'; '.join(notes)}.")  # fmt: skip
+    lines += [
+        *([""] if changed else []),
+        "| system | metric | before | now | change | 95% CI | regressed |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for system, per in prev["systems"].items():
+        mark = " (ran differently)" if system in changed else ""
+        for metric, c in per.items():
+            lines.append(
+                f"| {system} | {metric} | {_fmt(c['previous'])} | {_fmt(c['current'])} | {c['diff']:+.2f} | "
+                f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}] | {('**yes**' if c['regressed'] else 'no') + mark} |"
+            )
+    return lines
 
 
 # -- html --------------------------------------------------------------------------------------
@@ -193,7 +234,7 @@ def report_html(
     by_key = {(r["system"], r["id"]): r for r in rows}
 
     def scores(row: dict[str, Any]) -> str:
-        return " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items())
+        return " · ".join(f"{m} {_fmt(v)}" for m, v in row["metrics"].items() if v is not None)
 
     translations: list[dict[str, Any]] = [
         {
@@ -237,6 +278,8 @@ def report_html(
         finished=_when(summary["finished"]),
         metrics=metrics,
         counts=_counts(summary),
+        ran=_ran_rows(summary),
+        judge=judge_note(summary["judge"]) if summary.get("judge") else "",
         charts=[trend(runs, m) for m in metrics] if len(runs) > 1 else [],
         pairs=any(summary["pairs"].values()),
         translations=translations,
@@ -244,6 +287,21 @@ def report_html(
         answers=answers,
         fmt=_fmt,
     )
+
+
+def _ran_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    from evals.identity import label
+
+    rows = []
+    for name, info in summary["systems"].items():
+        ran = info.get("ran") or {}
+        prompt = ran.get("prompt") or {}
+        rows.append({
+            "system": name, "ran": label(ran),
+            "prompt": f"{prompt['name']} #{prompt['sha256']}" if prompt else "",
+            "params": _params(ran),
+        })  # fmt: skip
+    return rows
 
 
 def _output_text(output: Any) -> str:
@@ -262,6 +320,8 @@ def write_reports(
 def history_specs(out: Path, link: Callable[[str], str]) -> list[dict[str, Any]]:
     """Each spec's trend charts and its runs (newest first), for templates/history.html;
     `link(run_id)` is where a run's report is (a file beside it, or the web app's URL)."""
+    from evals.identity import label
+
     history = load_history(out)
     specs = []
     for spec in sorted({r["spec"] for r in history}):
@@ -276,6 +336,9 @@ def history_specs(out: Path, link: Callable[[str], str]) -> list[dict[str, Any]]
                         "run_id": r["run_id"],
                         "link": link(r["run_id"]),
                         "finished": _when(r["finished"]),
+                        "ran": "; ".join(
+                            f"{s}: {label(ran)}" for s, ran in (r.get("ran") or {}).items()
+                        ),
                         "scores": "; ".join(
                             f"{s}: " + ", ".join(f"{m} {_fmt(v)}" for m, v in ms.items())
                             for s, ms in r["systems"].items()

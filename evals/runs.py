@@ -56,6 +56,31 @@ def find_unfinished(out: Path, spec: EvalSpec) -> Path | None:
     return None
 
 
+def find_run(out: Path, ref: str) -> Path:
+    """A finished run's folder from what a user types: a run folder, a run id in `out` (as
+    `eval run` printed it), or `latest` (the newest finished run there)."""
+    given = Path(ref)
+    if given.is_dir() or given.is_file():
+        if not (given / "summary.json").exists():
+            raise UsageError(
+                f"{given} is not a finished run (no summary.json)",
+                hint="pass a run id, `latest`, or DIR/<run-id>",
+            )
+        return given
+    finished = sorted(p.parent for p in out.glob("*/summary.json")) if out.is_dir() else []
+    if ref == "latest" and finished:
+        return finished[-1]
+    found = next((d for d in finished if d.name == ref), None)
+    if found is None:
+        some = ", ".join(d.name for d in finished[-3:]) or "none yet"
+        raise UsageError(
+            f"no finished run {ref} in {out}",
+            hint=f"the latest there: {some}; `llamapipe eval history` lists them (--out for "
+            "another runs folder)",
+        )
+    return found
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Complete lines only; a torn last line (killed mid-write) is cut off the file."""
     if not path.exists():
@@ -85,12 +110,20 @@ def open_run(out: Path, spec: EvalSpec) -> tuple[Path, bool]:
         return run_dir, True
     run_dir = new_run_dir(out, spec)
     meta = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json", exclude_none=True),  # unset fields left out
         "fingerprint": spec.fingerprint(),
         "started": time.time(),
     }
     (run_dir / "run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
     return run_dir, False
+
+
+def record_ran(run_dir: Path, ran: dict[str, Any]) -> None:
+    """What each system ran (evals/identity.py), in run.json beside the spec."""
+    path = run_dir / "run.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["systems"] = ran
+    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str))
 
 
 def finish_run(

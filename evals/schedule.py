@@ -1,6 +1,9 @@
 """Scheduled runs: a crontab line (or a systemd user timer), a lock, a regression exit code.
 
-The scheduled command is `llamapipe eval run SPEC --out DIR --scheduled`: it takes an
+The scheduled command is `llamapipe eval run SPEC --out DIR --scheduled`, with the backend
+and model it was scheduled with pinned in its environment (`LLAMAPIPE_BACKEND=ollama
+LLAMAPIPE_OLLAMA_MODEL=...`: `auto` does not decide again at 03:00, in cron's bare
+environment), and the server too when it was not the default. It takes an
 exclusive lock on `DIR/.lock` (a second run started while one is going exits at once,
 saying so), records the run in history like any other, and exits 1 when any system
 regressed significantly against the previous run, so cron mail or CI can act on it.
@@ -20,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.errors import LlamapipeError, UsageError
+from pipelines.settings import ENV_PREFIX, Settings
 
 MARK = "# llamapipe eval"
 
@@ -57,15 +61,37 @@ def check_cron(expr: str) -> str:
     return " ".join(fields)
 
 
+def pinned_environment(settings: Settings) -> dict[str, str]:
+    """The variables that make a later run use the backend and model these settings choose
+    now (what `auto` picks, probed now), and their server when it is not the default."""
+    from pipelines.backends.registry import REGISTRY
+
+    backend = REGISTRY.load(settings)  # built, not loaded: no weights read
+    provider = REGISTRY.get(backend.name)
+    env = {f"{ENV_PREFIX}BACKEND": backend.name}
+    if provider.model_setting:
+        model = backend.gguf if backend.gguf is not None else backend.model
+        env[f"{ENV_PREFIX}{provider.model_setting.upper()}"] = str(model)
+    host = provider.host_setting
+    if host and settings.origin(host) != "default":
+        env[f"{ENV_PREFIX}{host.upper()}"] = str(getattr(settings, host))
+    return env
+
+
+def _assignments(env: dict[str, str] | None) -> str:
+    return "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+
+
 def command(spec: Path, out: Path) -> str:
     exe = shutil.which("llamapipe") or f"{sys.executable} -m cli"
     spec_arg, out_arg = shlex.quote(str(spec.resolve())), shlex.quote(str(out.resolve()))
     return f"{exe} eval run {spec_arg} --out {out_arg} --scheduled"
 
 
-def cron_line(expr: str, spec: Path, out: Path) -> str:
+def cron_line(expr: str, spec: Path, out: Path, env: dict[str, str] | None = None) -> str:
     log = shlex.quote(str((out / "scheduled.log").resolve()))
-    return f"{check_cron(expr)} {command(spec, out)} >> {log} 2>&1 {MARK} {spec.resolve()}"
+    run = _assignments(env) + command(spec, out)
+    return f"{check_cron(expr)} {run} >> {log} 2>&1 {MARK} {spec.resolve()}"
 
 
 def install_cron(line: str, spec: Path) -> str:
@@ -135,14 +161,18 @@ def unit_name(spec: Path) -> str:
     return f"llamapipe-eval-{safe}"
 
 
-def systemd_units(expr: str, spec: Path, out: Path) -> dict[str, str]:
+def systemd_units(
+    expr: str, spec: Path, out: Path, env: dict[str, str] | None = None
+) -> dict[str, str]:
     """{file name: contents} for a user service and the timer that starts it."""
     name = unit_name(spec)
+    environment = "".join(f'Environment="{k}={v}"\n' for k, v in (env or {}).items())
     service = (
         "[Unit]\n"
         f"Description=llamapipe eval {spec.name}\n\n"
         "[Service]\n"
         "Type=oneshot\n"
+        f"{environment}"
         f"ExecStart={command(spec, out)}\n"
     )
     timer = (

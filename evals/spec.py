@@ -64,6 +64,15 @@ def _not_taken(
     return None
 
 
+def known_backend(name: str | None) -> str | None:
+    from pipelines.backends.registry import REGISTRY
+
+    if name is not None and name not in REGISTRY.choices():
+        choices = ", ".join(REGISTRY.choices())
+        raise ValueError(f"unknown backend {name!r}; use one of: {choices}")
+    return name
+
+
 class SystemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,18 +91,28 @@ class SystemSpec(BaseModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, name: str | None) -> str | None:
-        from pipelines.backends.registry import REGISTRY
-
-        if name is not None and name not in REGISTRY.choices():
-            choices = ", ".join(REGISTRY.choices())
-            raise ValueError(f"unknown backend {name!r}; use one of: {choices}")
-        return name
+        return known_backend(name)
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSpec:
         if self.outputs is not None and (self.prompt or self.shots):
             raise ValueError("a system has either `outputs` or a `prompt`, not both")
         return self
+
+
+class JudgeSpec(BaseModel):
+    """The model that judges answers (the RAG task's `judge:`): a backend, model, params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str | None) -> str | None:
+        return known_backend(name)
 
 
 class EvalSpec(BaseModel):
@@ -109,9 +128,11 @@ class EvalSpec(BaseModel):
     bootstrap: int = Field(default=1000, ge=1000, le=100_000)  # paired bootstrap resamples
     seed: int = 0
     concurrency: int | None = Field(None, ge=1, le=256)  # for every system without its own
+    limit: int | None = Field(None, ge=1)  # only the first N items (`eval run --limit`)
     # Task options: each task says which it takes (`Task.spec_fields`).
     index: Path | None = None  # the index folder to ask
     corpus: Path | None = None  # documents to ingest into <out>/<name>-index
+    judge: JudgeSpec | None = None  # a model that judges answers (off unless set)
     path: Path | None = Field(None, exclude=True)  # where the spec was read from
 
     @field_validator("task")
@@ -129,7 +150,7 @@ class EvalSpec(BaseModel):
         task = _tasks()[self.task]
         allowed = task.metrics
         if self.metrics is None:
-            self.metrics = list(allowed)
+            self.metrics = task.default_metrics(self)
         unknown = [m for m in self.metrics if m not in allowed]
         if unknown:
             raise ValueError(f"task {self.task} has no metric {unknown}; use {list(allowed)}")
@@ -141,7 +162,9 @@ class EvalSpec(BaseModel):
             if problem:
                 raise ValueError(f"system {system.name}: {problem}")
             if system.outputs is None and system.prompt is None and task.needs_prompt:
-                raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
+                if task.default_prompt is None:
+                    raise ValueError(f"system {system.name}: give it a `prompt` or `outputs`")
+                system.prompt = task.default_prompt  # recorded in the run as if written
         return self
 
     def resolve(self, path: Path) -> Path:
@@ -157,7 +180,37 @@ class EvalSpec(BaseModel):
         doc = self.model_dump(
             mode="json", exclude={"concurrency": True, "systems": {"__all__": {"concurrency"}}}
         )
+        for added in ("limit", "judge"):  # unset, a spec keeps the fingerprint it had
+            if doc.get(added) is None:
+                doc.pop(added, None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def with_overrides(
+    spec: EvalSpec, *, backend: str | None, model: str | None, limit: int | None
+) -> EvalSpec:
+    """The spec with every system that asks a model on `backend` and `model` (a system's
+    own `model:` is dropped when only the backend is named: it named a model of another),
+    and only the first `limit` items; checked as a spec file is. They are part of the spec
+    the run records, and of its fingerprint."""
+    if backend is None and model is None and limit is None:
+        return spec
+    doc = spec.model_dump()
+    for system in doc["systems"]:
+        if system["outputs"] is not None:
+            continue  # outputs made elsewhere: no model to change
+        if backend is not None and backend != system["backend"]:
+            system.update(backend=backend, model=None)
+        if model is not None:
+            system["model"] = model
+    if limit is not None:
+        doc["limit"] = limit
+    try:
+        changed = EvalSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise UsageError(first_problem(exc)[1], hint="see `llamapipe models`") from None
+    changed.path = spec.path
+    return changed
 
 
 def check_inputs(spec: EvalSpec) -> None:

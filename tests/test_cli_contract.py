@@ -178,6 +178,11 @@ CASES: dict[str, Case] = {
         setup=files(s_dot_yaml=SPEC_OK, data_dot_jsonl=DATA_OK),
     ),
     "eval report: missing run": Case(["eval", "report", "nosuch", "--json"]),
+    "eval report: no run yet": Case(["eval", "report", "latest", "--out", "runs"]),
+    "eval report: export to an unknown format": Case(
+        ["eval", "report", "r", "-o", "items.xlsx"], setup=files(r__summary_dot_json="{}")
+    ),
+    "eval run: limit zero": Case(["eval", "run", "s.yaml", "--limit", "0"], setup=files(s_dot_yaml=SPEC_OK)),
     "eval report: a file": Case(["eval", "report", "f", "--json"], setup=files(f="x")),
     "eval history: a file": Case(["eval", "history", "f", "--json"], setup=files(f="x")),
     "eval schedule: bad cron": Case(

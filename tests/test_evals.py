@@ -344,8 +344,12 @@ def test_runs_never_overlap(tmp_path: Path) -> None:
 
 
 def test_schedule_prints_a_cron_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, dataset: Path
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -534,7 +538,8 @@ def test_rag_task_scores_citations_recall_and_abstention(tmp_path: Path) -> None
     spec = load_spec(
         spec_file(
             tmp_path,
-            f"name: ragtask\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\ncorpus: {corpus}\nsystems: [{{name: k3, k: 3}}]",
+            f"name: ragtask\ntask: rag\ndataset: {ROOT / 'evals/datasets/rag/questions.jsonl'}\ncorpus: {corpus}\nsystems: [{{name: k3, k: 3}}]\n"
+            "metrics: [citation_validity, recall@k, abstention_accuracy]",
         )
     )
     model = ScriptedChat(
@@ -650,6 +655,7 @@ def test_schedule_systemd_prints_and_installs_a_user_timer(
     isolated_user_state: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -688,6 +694,7 @@ def test_schedule_install_without_crontab_gives_the_line_to_add(
     dataset: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: cron\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",
@@ -706,6 +713,7 @@ def test_schedule_systemd_failure_says_what_was_done_and_what_is_left(
     isolated_user_state: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LLAMAPIPE_BACKEND", "embedded")  # no Ollama probe: sockets are off
     path = spec_file(
         tmp_path,
         f"name: timer\ndataset: {dataset}\nsystems: [{{name: s, prompt: hyangga/zero_shot}}]",

@@ -74,18 +74,28 @@ class AnswerTask(Task):
         spec = self.spec
         ids = [self.item_id(i) for i in items]
         values: dict[str, dict[str, list[float]]] = {}
+        scored: dict[str, list[str]] = {}  # per metric, the items it scores (None: not one)
+        by_id = {(r["system"], r["id"]): r for r in rows}
         for metric in spec.metrics or []:
-            values[metric] = {}
-            for system in spec.systems:
-                by_id = {r["id"]: r for r in rows if r["system"] == system.name}
-                values[metric][system.name] = [float(by_id[i]["metrics"][metric]) for i in ids]
+            scored[metric] = [
+                i for i in ids
+                if all(by_id[(s.name, i)]["metrics"].get(metric) is not None for s in spec.systems)
+            ]  # fmt: skip
+            values[metric] = {
+                s.name: [float(by_id[(s.name, i)]["metrics"][metric]) for i in scored[metric]]
+                for s in spec.systems
+            }
         systems: dict[str, Any] = {
             s.name: {"metrics": {}, **calls[s.name], "outputs_from": "model"} for s in spec.systems
         }
         pairs: dict[str, Any] = {}
         for metric, per_system in values.items():
-            boot = bootstrap_means(per_system, ids, spec.bootstrap, spec.seed)
+            if not scored[metric]:  # e.g. answer correctness on a dataset without references
+                continue
+            boot = bootstrap_means(per_system, scored[metric], spec.bootstrap, spec.seed)
             for name, info in boot["systems"].items():
                 systems[name]["metrics"][metric] = info
             pairs[metric] = boot["pairs"]
-        return summary_document(spec, run_dir, len(items), systems, pairs, resumed)
+        summary = summary_document(spec, run_dir, len(items), systems, pairs, resumed)
+        summary["unscored"] = [m for m in spec.metrics or [] if not scored[m]]
+        return summary

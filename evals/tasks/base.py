@@ -36,11 +36,12 @@ class Produced:
     cached: bool
     error: str | None = None  # the item could not run (its prompt cannot fit): recorded as is
     failed: bool = False  # the model call failed after retries: recorded, asked again on resume
+    given: bool = False  # read from the system's `outputs:` file: no model made it
 
     @property
     def counted(self) -> bool:
         """Whether it counts as a model call or a cache hit."""
-        return self.error is None
+        return self.error is None and not self.given
 
 
 class Task(ABC):
@@ -53,9 +54,16 @@ class Task(ABC):
     spec_fields: ClassVar[frozenset[str]] = frozenset()
     system_fields: ClassVar[frozenset[str]] = frozenset()
     needs_prompt: ClassVar[bool] = False  # each system needs a `prompt` (or its `outputs`)
+    # The prompt a system without `prompt:` (or `outputs:`) uses; None: it must name one.
+    default_prompt: ClassVar[str | None] = None
     # Runs are compared with sacrebleu's corpus statistics when set, else as means of each
     # row's `metrics` (evals/history.py).
     corpus_scorer: ClassVar[type[Scorer] | None] = None
+
+    @classmethod
+    def default_metrics(cls, spec: EvalSpec) -> list[str]:
+        """What a spec without `metrics:` scores: all of them, unless a task says less."""
+        return list(cls.metrics)
 
     def __init__(self, spec: EvalSpec, out: Path, settings: Settings) -> None:
         self.spec = spec
@@ -78,6 +86,10 @@ class Task(ABC):
     def prepared(self, system: SystemSpec, items: list[Any]) -> list[tuple[Any, Produced]] | None:
         """Outputs a system already has (made elsewhere), or None: produce them."""
         return None
+
+    def prompt_names(self, system: SystemSpec) -> list[str]:
+        """The prompts the system's outputs are made with (their text is hashed in the run)."""
+        return [system.prompt] if system.prompt else []
 
     @abstractmethod
     def produce(self, ctx: RunContext, system: SystemSpec, item: Any) -> Produced: ...

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from evals.spec import SystemSpec
 
 
+BASELINES = ("cot", "direct")
+
+
 class PALTask(AnswerTask):
     name = "pal"
     metrics = ("accuracy",)
@@ -33,6 +36,16 @@ class PALTask(AnswerTask):
 
     def cache_parts(self, system: SystemSpec, item: Any) -> dict[str, Any]:
         return {"task_prompt": getattr(item, "task", None), "index": None}
+
+    def prompt_names(self, system: SystemSpec) -> list[str]:
+        """PAL's prompts for the method (each form: chat or completion, as the model takes)."""
+        from prompts import list_prompts
+
+        def used(name: str) -> bool:
+            last = name.rsplit("/", 1)[-1]
+            return last == system.method if system.method != "pal" else last not in BASELINES
+
+        return [n for n in list_prompts() if n.startswith("pal/") and used(n)]
 
     def open(self) -> None:
         from pipelines.toolkit import Toolkit

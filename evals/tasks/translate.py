@@ -72,10 +72,11 @@ def truncation_note(metadata: dict[str, Any]) -> str | None:
 
 
 def _output(text: str, cached: bool, shots: int | None = None, truncated: str | None = None,
-            error: str | None = None, failed: bool = False) -> Produced:  # fmt: skip
+            error: str | None = None, failed: bool = False,
+            given: bool = False) -> Produced:  # fmt: skip
     extra = {"shots": shots, "prompt_truncated": truncated, "error": error}
     record = {"output": text, **{k: v for k, v in extra.items() if v is not None}}
-    return Produced(record, cached, error=error, failed=failed)
+    return Produced(record, cached, error=error, failed=failed, given=given)
 
 
 class Translate(Task):
@@ -111,7 +112,7 @@ class Translate(Task):
                 + ", ".join(missing[:5]),
                 hint='add {"id": ..., "output": ...} lines for them',
             )
-        return [(item, _output(external[item.id], cached=False)) for item in items]
+        return [(item, _output(external[item.id], cached=False, given=True)) for item in items]
 
     def produce(self, ctx: RunContext, system: SystemSpec, item: Any) -> Produced:
         """From the cache, or one model call. Safe in several threads (the backend was made
@@ -202,6 +203,7 @@ class Dialog(Translate):
     """The next assistant turn of each dialog, given the turns before it."""
 
     name = "dialog"
+    default_prompt = "dialog/next_turn"  # the one prompt this task's items are written for
 
     def load(self) -> list[Any]:
         self.items = load_dialog_items(self.spec.resolve(self.spec.dataset))

@@ -27,6 +27,19 @@ OutFlag = Annotated[
 ]
 
 
+LimitFlag = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
+SystemsBackendFlag = Annotated[
+    Optional[str],
+    typer.Option(
+        "--backend", metavar="NAME", help="Every system that asks a model, on this backend."
+    ),
+]
+SystemsModelFlag = Annotated[
+    Optional[str],
+    typer.Option("--model", help="Every system that asks a model, on this model (tag, GGUF, id)."),
+]
+
+
 def _out(out_dir: Path | None) -> Path:
     return out_dir or load_settings().data_dir / "evals"
 
@@ -39,14 +52,18 @@ def run(
         bool, typer.Option("--scheduled", help="Take the lock; exit 1 on a significant regression.")
     ] = False,
     concurrency: ConcurrencyFlag = None,
+    limit: LimitFlag = None,
+    backend: SystemsBackendFlag = None,
+    model: SystemsModelFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a spec (resuming an unfinished run of it), score it, write reports and history."""
+    """Run a spec (resuming an unfinished run of it), score it, write reports and history.
+    --limit, --backend and --model change the spec's systems for this run (recorded in it)."""
     from evals.runner import run_spec
     from evals.schedule import run_lock
-    from evals.spec import check_inputs, load_spec
+    from evals.spec import check_inputs, load_spec, with_overrides
 
-    spec = load_spec(spec_path)
+    spec = with_overrides(load_spec(spec_path), backend=backend, model=model, limit=limit)
     check_inputs(spec)  # what it reads is there: before any folder is made or model loads
     settings = load_settings({"concurrency": concurrency})
     if concurrency is not None:  # the flag wins over the spec's own setting
@@ -110,10 +127,13 @@ def _print_regressions(summary: dict[str, Any]) -> bool:
     """Say what regressed since the previous run; whether anything did."""
     regressions = (summary.get("previous") or {}).get("regressions") or []
     for r in regressions:
+        changed = r.get("changed") or []
         err.print(
             f"[bold red]regressed:[/bold red] {r['system']} {r['metric']} "
             f"{r['previous']:.2f} -> "
-            f"{r['current']:.2f} (95% CI of the change {r['ci']})",
+            f"{r['current']:.2f} (95% CI of the change {r['ci']})"
+            + (f"; but it ran differently: {'; '.join(changed)}" if changed else ""),
+            markup=True,
             highlight=False,
         )
     return bool(regressions)
@@ -145,53 +165,68 @@ def _interrupted_run(where: Path, spec: Any, spec_path: Path) -> Interrupted:
 
 @app.command("report")
 def report(
-    run_dir: Annotated[
-        Path, typer.Argument(metavar="DIR", help="A run folder, or the runs folder with --compare.")
-    ],
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="A run id (as `eval run` printed it), `latest`, or a run folder; with "
+            "--compare, the runs folder.",
+        ),
+    ] = "latest",
     compare: Annotated[
         Optional[tuple[str, str]],
         typer.Option("--compare", metavar="RUN_A RUN_B", help="Compare two runs in DIR."),
     ] = None,
+    out_dir: OutFlag = None,
+    export: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write the run's items to a .csv or .jsonl file."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print a run's report, or compare two runs of the same spec."""
+    """Print a run's report (rendered on a terminal, Markdown when piped), export its items,
+    or compare two runs of the same spec."""
+    from evals.runs import find_run
+
     if compare:
-        doc = _compare(run_dir, *compare)
-        if as_json:
-            print_json(doc)
-            return
-        table = Table(
-            "system",
-            "metric",
-            compare[0],
-            compare[1],
-            "change",
-            "95% CI",
-            "significant",
-            header_style="bold",
-        )
-        for system, per in doc["systems"].items():
-            for metric, c in per.items():
-                table.add_row(
-                    system,
-                    metric,
-                    f"{c['previous']:.2f}",
-                    f"{c['current']:.2f}",
-                    f"{c['diff']:+.2f}",
-                    f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]",
-                    "yes" if c["significant"] else "no",
-                )
-        out.print(table)
+        where = _out(out_dir) if run_ref == "latest" else Path(run_ref)
+        _print_comparison(_compare(where, *compare), compare, as_json)
         return
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise UsageError(
-            f"{run_dir} is not a finished run (no summary.json)", hint="pass DIR/<run-id>"
-        )
+    run_dir = find_run(_out(out_dir), run_ref)
+    if export is not None:
+        from evals.export import export_items
+
+        rows = export_items(run_dir, export)
+        err.print(f"{rows} items of {run_dir.name} written to {export}", highlight=False)
+        return
     if as_json:
-        print_json(json.loads(summary_path.read_text(encoding="utf-8")))
+        print_json(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")))
     else:
         _print_report(run_dir / "report.md")
+
+
+def _print_comparison(doc: dict[str, Any], runs: tuple[str, str], as_json: bool) -> None:
+    if as_json:
+        print_json(doc)
+        return
+    table = Table(
+        "system", "metric", runs[0], runs[1], "change", "95% CI", "significant",
+        header_style="bold",
+    )  # fmt: skip
+    for system, per in doc["systems"].items():
+        for metric, c in per.items():
+            table.add_row(
+                system,
+                metric,
+                f"{c['previous']:.2f}",
+                f"{c['current']:.2f}",
+                f"{c['diff']:+.2f}",
+                f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]",
+                "yes" if c["significant"] else "no",
+            )
+    out.print(table)
+    for system, notes in doc.get("changed", {}).items():
+        out.print(f"{system} ran differently: {'; '.join(notes)}", markup=False)
 
 
 def _compare(out_dir: Path, run_a: str, run_b: str) -> dict[str, Any]:
@@ -239,8 +274,9 @@ def history(
     for spec in sorted({r["spec"] for r in runs}):
         mine = [r for r in runs if r["spec"] == spec]
         table = Table(
-            "system", "metric", "runs", "first", "last", "trend", title=spec, header_style="bold"
-        )
+            "system", "metric", "runs", "first", "last", "trend", "ran (last run)",
+            title=spec, header_style="bold",
+        )  # fmt: skip
         keys = sorted({(s, m) for r in mine for s, ms in r["systems"].items() for m in ms})
         for system, metric in keys:
             series = [
@@ -253,9 +289,18 @@ def history(
                 f"{series[0]:.2f}",
                 f"{series[-1]:.2f}",
                 _spark(series),
+                _ran_last(mine, system),
             )
         out.print(table)
     err.print(f"charts: {write_index(where)}")
+
+
+def _ran_last(runs: list[dict[str, Any]], system: str) -> str:
+    """What the system ran in the last run; `(changed)` when earlier runs ran another."""
+    from evals.identity import label
+
+    labels = [label((r.get("ran") or {}).get(system)) for r in runs if system in r["systems"]]
+    return labels[-1] + (" (changed)" if len(set(labels)) > 1 else "")
 
 
 def _spark(values: list[float]) -> str:
@@ -275,16 +320,31 @@ def schedule(
     systemd: Annotated[
         bool, typer.Option("--systemd", help="A systemd user timer instead of a crontab line.")
     ] = False,
+    backend: Annotated[
+        Optional[str], typer.Option("--backend", metavar="NAME", help="Pin this backend.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Pin this model.")] = None,
 ) -> None:
-    """Print (or --install) a crontab line, or a systemd user timer, that runs SPEC."""
+    """Print (or --install) a crontab line, or a systemd user timer, that runs SPEC on the
+    backend and model chosen now (pinned in its environment)."""
     import platformdirs
 
-    from evals.schedule import cron_line, install_cron, install_systemd, systemd_units
+    from evals.schedule import (
+        check_cron,
+        cron_line,
+        install_cron,
+        install_systemd,
+        on_calendar,
+        pinned_environment,
+        systemd_units,
+    )
     from evals.spec import check_inputs, load_spec
 
     check_inputs(load_spec(spec_path))  # a bad spec fails now, not at 3 a.m.
+    on_calendar(cron) if systemd else check_cron(cron)  # and a bad schedule, before probing
+    env = pinned_environment(common.settings_from_flags({"backend": backend, "model": model}))
     if systemd:
-        units = systemd_units(cron, spec_path, _out(out_dir))
+        units = systemd_units(cron, spec_path, _out(out_dir), env)
         if install:
             where = Path(platformdirs.user_config_dir("systemd")) / "user"
             for done in install_systemd(units, where):
@@ -292,7 +352,7 @@ def schedule(
         for file, text in units.items():
             out.print(f"# {file}\n{text}", markup=False, highlight=False)
         return
-    line = cron_line(cron, spec_path, _out(out_dir))
+    line = cron_line(cron, spec_path, _out(out_dir), env)
     if install:
         install_cron(line, spec_path)
         err.print("installed in your crontab (crontab -l to see it)")

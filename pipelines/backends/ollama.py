@@ -345,6 +345,7 @@ def probe(host: str, timeout: float) -> OllamaStatus:
         models=[
             {
                 "name": m.model,
+                "digest": m.digest,
                 "size_bytes": m.size,
                 "family": m.details.family if m.details else None,
                 "parameter_size": m.details.parameter_size if m.details else None,

@@ -83,6 +83,9 @@ class Provider:
     owns: Callable[[Any], str | None] | None = None  # a model it built -> the model's name
     inventory: Callable[[Settings], dict[str, Any]] | None = None  # for `llamapipe models`
     lines: Callable[[dict[str, Any]], list[Any]] | None = None  # that, as rich renderables
+    # (settings, a backend it built) -> what pins the model down beyond its name, for eval
+    # runs: Ollama's digest, the GGUF file's sha256, the served model id...
+    identity: Callable[[Settings, Backend], dict[str, Any]] | None = None
 
     def setting(self, name: str) -> str:
         """The flat setting of this provider's field `name`."""

@@ -83,6 +83,14 @@ class Registry:
                 return provider.name, name
         return None
 
+    def identity(self, settings: Settings, backend: Backend) -> dict[str, Any]:
+        """What its provider says pins `backend`'s model down (a digest, a file hash); {}
+        when the provider says nothing or is not registered."""
+        provider = self._providers.get(backend.name)
+        if provider is None or provider.identity is None:
+            return {}
+        return provider.identity(settings, backend)
+
     def choose(self, settings: Settings) -> tuple[Provider, str, Any]:
         """The provider `settings` select, why, and what selecting it found."""
         if settings.backend != "auto":

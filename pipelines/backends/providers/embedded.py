@@ -94,6 +94,39 @@ def owns(model: Any) -> str | None:
     return model.model_name if isinstance(model, EmbeddedChatModel | EmbeddedLLM) else None
 
 
+HASHES_FILE = "file-sha256.json"  # in cache_dir: {path|size|mtime: sha256}
+
+
+def file_sha256(path: Path, cache_dir: Path) -> str:
+    """The file's sha256, remembered by path, size and modification time: a GGUF file is
+    100 MB or more, hashed once rather than at every eval run."""
+    import hashlib
+    import json
+
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = cache_dir / HASHES_FILE
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        known[key] = digest.hexdigest()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1), encoding="utf-8")
+    return str(known[key])
+
+
+def identity(settings: Settings, backend: Backend) -> dict[str, Any]:
+    """The GGUF file it runs and that file's sha256."""
+    path = backend.gguf or gguf_path(settings)
+    return {"gguf": str(path), "sha256": file_sha256(path, settings.cache_dir)}
+
+
 def inventory(settings: Settings) -> dict[str, Any]:
     from pipelines.backends.embedded import llama_cpp_version
     from pipelines.backends.gguf import read_gguf_info
@@ -156,4 +189,5 @@ PROVIDER = Provider(
     owns=owns,
     inventory=inventory,
     lines=lines,
+    identity=identity,
 )

@@ -122,6 +122,14 @@ def owns(model: Any) -> str | None:
     return None
 
 
+def identity(settings: Settings, backend: Backend, probe: Probe = _probe) -> dict[str, Any]:
+    """The host and the model's digest from /api/tags (a re-pulled tag has another)."""
+    status = _status(settings, settings.probe_timeout, probe)
+    names = {backend.model, f"{backend.model}:latest"}
+    found = next((m for m in status.models if m["name"] in names), {})
+    return {"host": status.host, "digest": found.get("digest")}
+
+
 def inventory(settings: Settings, probe: Probe = _probe) -> dict[str, Any]:
     status = _status(settings, settings.probe_timeout, probe)
     return {
@@ -167,6 +175,7 @@ def provider(probe: Probe = _probe) -> Provider:
         owns=owns,
         inventory=functools.partial(inventory, probe=probe),
         lines=lines,
+        identity=functools.partial(identity, probe=probe),
     )
 
 

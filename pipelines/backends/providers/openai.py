@@ -153,6 +153,13 @@ def owns(model: Any) -> str | None:
     return None
 
 
+def identity(settings: Settings, backend: Backend) -> dict[str, Any]:
+    """The served model id (as the server listed it) and where it is served."""
+    from pipelines.backends.openai_compat import normalize_base_url
+
+    return {"served_model": backend.model, "base_url": normalize_base_url(settings.openai_base_url)}
+
+
 def inventory(settings: Settings) -> dict[str, Any]:
     """What the server at `openai_base_url` serves (never the key)."""
     from pipelines.backends.openai_compat import api_key, normalize_base_url, probe_server
@@ -204,4 +211,5 @@ PROVIDER = Provider(
     owns=owns,
     inventory=inventory,
     lines=lines,
+    identity=identity,
 )
