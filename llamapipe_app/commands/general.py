@@ -47,8 +47,10 @@ def config(as_json: JsonFlag = False) -> None:
 
 
 def models(as_json: JsonFlag = False) -> None:
-    """List backends: Ollama's and an OpenAI-compatible server's models, the embedded GGUF,
-    and the auto choice."""
+    """List the backends, their models and what `auto` would choose.
+
+    Ollama's and an OpenAI-compatible server's models, and the embedded GGUF.
+    """
     from pipelines.backends import REGISTRY, choose_backend
 
     settings = load_settings()
