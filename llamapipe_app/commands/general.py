@@ -40,7 +40,7 @@ def config(as_json: JsonFlag = False) -> None:
     table.add_column("source", overflow="fold")
     table.add_column("meaning", ratio=1)
     for row in rows:
-        style = "dim" if row["source"] == "default" else "green"
+        style = "dim" if row["source"].startswith("default") else "green"
         value = json.dumps(row["value"], ensure_ascii=False)
         table.add_row(row["name"], value, f"[{style}]{row['source']}[/{style}]", row["description"])
     out.print(table)

@@ -83,6 +83,9 @@ class Provider:
     owns: Callable[[Any], str | None] | None = None  # a model it built -> the model's name
     inventory: Callable[[Settings], dict[str, Any]] | None = None  # for `llamapipe models`
     lines: Callable[[dict[str, Any]], list[Any]] | None = None  # that, as rich renderables
+    # What its settings left empty stand for: {field: (the value used, where it comes from)},
+    # so `llamapipe config` shows the file in use rather than null.
+    defaults: Callable[[Settings], dict[str, tuple[Any, str]]] | None = None
 
     def setting(self, name: str) -> str:
         """The flat setting of this provider's field `name`."""
