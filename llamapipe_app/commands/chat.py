@@ -324,7 +324,7 @@ def _repl(store: Any, current: _Current, responder: Any, settings: Settings, ver
 
     err.print(
         f"[dim]session {current.name} · {describe_model(responder.model)[1]} · /help for "
-        'commands, """ for several lines, Ctrl-D to leave[/dim]',
+        "commands, Ctrl-D to leave[/dim]",
         highlight=False,
     )
     earlier = store.messages(current.name)
