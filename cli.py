@@ -36,16 +36,16 @@ embedded model when no server is there.
 [b]Examples[/b]
 
   llamapipe chat "Explain a hyangga in one sentence."
-  llamapipe chat                    # a conversation; `llamapipe chat -c` continues it
+  llamapipe chat              # a conversation; chat -c continues the last one
   llamapipe chat "안녕하세요! 자기소개 해 주세요." --backend embedded
   OLLAMA_HOST=10.0.0.5 llamapipe chat "Hello" --model llama3.2:3b
   llamapipe models --json
-  llamapipe pal ask "A box holds 12 eggs. How many eggs are in 7 boxes?" --samples 3
+  llamapipe pal ask "12 eggs a box: how many in 7 boxes?" --samples 3
   llamapipe pal run evals/datasets/pal/problems.jsonl --method cot
   llamapipe sandbox run program.py --timeout 5 --json
   llamapipe rag ingest docs/ && llamapipe rag ask "처용가는 누가 지었나요?"
   llamapipe eval run evals/specs/hyangga.yaml
-  llamapipe serve                   # the web page: http://127.0.0.1:8765/
+  llamapipe serve             # the web page: http://127.0.0.1:8765/
   llamapipe config
 """,
     rich_markup_mode="rich",

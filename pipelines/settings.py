@@ -323,18 +323,27 @@ def _config_error(exc: ValidationError, origins: dict[str, str], path: Path) -> 
 
 
 def describe_settings(settings: Settings) -> list[dict[str, Any]]:
-    """Each field's value, origin and description, for `llamapipe config`."""
+    """Each field's value, origin and description, for `llamapipe config`; an empty backend
+    setting shows what it stands for (the GGUF in use), its source saying so."""
     rows = []
     fields = dict(Settings.model_fields)
     backends = {n: fields.pop(n) for n in _backend_fields()}  # shown after `backend`
     first, *rest = fields.items()
+    stands_for = {
+        provider.setting(field): meant
+        for provider in REGISTRY.providers()
+        if provider.defaults is not None
+        for field, meant in provider.defaults(settings).items()
+    }
     for name, field in [first, *backends.items(), *rest]:
-        value = getattr(settings, name)
+        value, source = getattr(settings, name), settings.origin(name)
+        if value is None and source == "default" and name in stands_for:
+            value, source = stands_for[name]
         rows.append(
             {
                 "name": name,
                 "value": str(value) if isinstance(value, Path | SecretStr) else value,
-                "source": settings.origin(name),
+                "source": source,
                 "env": ENV_PREFIX + name.upper(),
                 "description": field.description or "",
             }

@@ -4,8 +4,9 @@
 
 The model answers "I see N user messages" (and "with a system prompt" when there is one),
 so a test can tell what history reached it; asked for "a long answer" it answers thirteen
-words (slowly, with --delay); given a PAL prompt, a program returning 395. With
---no-landlock, the kernel seems to offer no Landlock, so no sandbox can be built.
+words (slowly, with --delay); given a PAL prompt, a program returning 395; given a RAG
+prompt, RAG_ANSWER. With --no-landlock, the kernel seems to offer no Landlock, so no
+sandbox can be built.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+RAG_ANSWER = "처용가는 신라 헌강왕 때 처용이 지었다고 전하는 향가이다 [1]."
 
 
 def main() -> None:
@@ -35,6 +38,8 @@ def main() -> None:
     def reply(prompt: str) -> str:
         if "solution()" in prompt:  # a PAL prompt (/pal): a program
             return "```python\ndef solution():\n    return 17 * 23 + 4\n```"
+        if "Sources:" in prompt:  # a RAG answer (`rag ask`), citing the first source
+            return RAG_ANSWER
         if "long answer" in prompt.rsplit("[human]", 1)[-1]:
             return " ".join(["word"] * 12) + " end."
         system = " with a system prompt" if "[system]" in prompt else ""

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -30,14 +32,19 @@ from llamapipe_app.commands.common import (
 from pipelines.errors import LlamapipeError, UsageError
 from pipelines.settings import Settings, load_settings
 
-HELP = """commands:
-  /help            this list
-  /pal QUESTION    answer with a program the model writes, run in the sandbox
-  /program         show the program behind the last /pal answer
-  /reset           forget this session's turns (the system prompt stays)
-  /system TEXT     set the system prompt (empty: none)
-  /save NAME       give this session a name (it is saved as you go)
-  /exit            leave (or Ctrl-D); Ctrl-C stops an answer"""
+HELP = "\n".join(
+    [
+        "commands:",
+        "  /help            this list",
+        "  /pal QUESTION    answer with a program the model writes, run in the sandbox",
+        "  /program         show the program behind the last /pal answer",
+        "  /reset           forget this session's turns (the system prompt stays)",
+        "  /system TEXT     set the system prompt (empty: none)",
+        "  /save NAME       give this session a name (it is saved as you go)",
+        "  /exit            leave (or exit, quit, Ctrl-D); Ctrl-C stops an answer",
+        '  """              a message of several lines, up to a line of """',
+    ]
+)
 
 
 @with_model_flags
@@ -105,10 +112,10 @@ def converse(
         )
     kit = common.toolkit(settings)
     store = kit.store()
+    session = _session_asked(store, session, resume)
     if rag_index is not None:  # a missing or empty index fails before the model loads
         kit.index(rag_index)
         err.print(f"[dim]dense retrieval: {kit.embeddings()[2]}[/dim]", highlight=False)
-    name = _session_name(store, session, resume, system)
     if prompt is not None:
         turns = [common.text_arg(prompt)]
     elif not (interactive or sys.stdin.isatty()):
@@ -116,27 +123,81 @@ def converse(
     else:
         turns = []
     responder = _responder(kit, rag_index, k)
+    # Made only now, once there is something to say and a model to say it to; one this run
+    # made that still has no turn when it ends is removed again.
+    fresh = session is None or not store.exists(session)
+    named = str(store.open(session, system) if session else store.create(system=system or ""))
+    current = _Current(named, fresh)
+    try:
+        if not turns:
+            _repl(store, current, responder, settings, verbose)
+        else:
+            _answer_turns(current.name, turns, responder, as_json, verbose)
+    finally:
+        kept = current.kept(store)
+        if not kept:
+            store.delete(current.name)
     if not turns:
-        return _repl(store, name, responder, settings, verbose)
-    replies = []
+        name = current.name
+        err.print(
+            f"[dim]saved as session {name}: llamapipe chat --session {name}[/dim]"
+            if kept
+            else "[dim](no turns, so no session was kept)[/dim]",
+            highlight=False,
+        )
+
+
+class _Current:
+    """The session a conversation writes to, and whether it must be kept when it ends:
+    one that was there before, that /save named, or that has turns."""
+
+    def __init__(self, name: str, fresh: bool) -> None:
+        self.name = name
+        self.fresh = fresh
+        self.named = False
+
+    def kept(self, store: Any) -> bool:
+        return not self.fresh or self.named or bool(store.messages(self.name))
+
+
+def _answer_turns(
+    name: str, turns: list[str], responder: Any, as_json: bool, verbose: bool
+) -> None:
     err.print(f"[dim]session: {name}[/dim]", highlight=False)
+    replies = []
     for message in turns:
-        replies.append(responder.respond(name, message, as_json=as_json, verbose=verbose))
+        started = time.perf_counter()
+        reply = responder.respond(name, message, as_json=as_json, verbose=verbose)
+        replies.append(_turn_json(reply, responder.backend, time.perf_counter() - started))
     if as_json:
-        print_json({"session": name, "turns": [r.model_dump() for r in replies]})
+        print_json({"session": name, "turns": replies})
 
 
-def _session_name(store: Any, session: str | None, resume: bool, system: str | None) -> str:
+def _turn_json(reply: Any, backend: Any, seconds: float, usage: Any = None) -> dict[str, Any]:
+    """A turn as `chat --json` prints it, with the same keys for a one-shot prompt (its
+    whole document, `session` null) as for each of a session's `turns`: `text` is the
+    answer's text; `answer` is that text too, or for RAG chat the checked answer as
+    `rag ask --json` prints it; `usage` is known for one-shot prompts only."""
+    doc = reply.model_dump()
+    text = reply.answer
+    if not isinstance(text, str):  # a RAG chat turn
+        doc.update(answer=text.to_json(), backend=text.backend, model=text.model, stopped=False)
+        text = text.answer
+    return {**doc, "text": text, "reason": backend.reason, "usage": usage,
+            "seconds": round(seconds, 3)}  # fmt: skip
+
+
+def _session_asked(store: Any, session: str | None, resume: bool) -> str | None:
+    """The session the flags name (`--continue`: the latest with turns), or None for a new
+    one; mistakes are found before any model loads."""
     if session is not None and resume:
         raise UsageError("--session and --continue both name a session", hint="give one of them")
-    if resume:
-        last = store.last()
-        if last is None:
-            raise UsageError("there is no session to continue", hint="start one: llamapipe chat")
-        session = last
-    if session is not None:
-        return str(store.open(session, system))
-    return str(store.create(system=system or ""))
+    if not resume:
+        return session
+    last = store.last()
+    if last is None:
+        raise UsageError("there is no session to continue", hint="start one: llamapipe chat")
+    return str(last)
 
 
 def _piped_turns(lines: bool) -> list[str]:
@@ -161,7 +222,8 @@ class _Responder:
         self.kit = kit
         self.conversation = conversation
         self.settings = kit.settings
-        self.model = kit.backend().chat
+        self.backend = kit.backend()
+        self.model = self.backend.chat
         self.last_program: str | None = None
 
     def pal(self, session: str, question: str) -> None:
@@ -221,23 +283,25 @@ class _RAGChat(_Responder):
     on_stop = "; an unchecked answer is not saved"
 
     def respond(self, session: str, message: str, *, as_json: bool, verbose: bool) -> Any:
-        from llamapipe_app.commands.shown import print_checked_answer
+        from llamapipe_app.commands.shown import print_checked_answer, streams_answers
         from pipelines.chat import ChatTurn, RAGChatReply, Rewritten
 
         reply = None
+        streamed = streams_answers() and not as_json
         for item in self.conversation.stream(ChatTurn(session=session, message=message)):
             if isinstance(item, RAGChatReply):
                 reply = item
             elif isinstance(item, Rewritten):
                 if verbose and item != message.strip():
                     err.print(f"[dim]standalone question: {item}[/dim]", highlight=False)
-            elif not as_json:
+            elif streamed:
                 sys.stdout.write(item)
                 sys.stdout.flush()
         assert reply is not None
-        if not as_json:
+        if streamed:
             sys.stdout.write("\n")
-            print_checked_answer(reply.answer, self.settings)
+        if not as_json:
+            print_checked_answer(reply.answer, self.settings, streamed=streamed)
         return reply
 
 
@@ -251,15 +315,19 @@ def _responder(kit: Any, index: Path | None, k: int) -> Any:
 # -- the REPL --------------------------------------------------------------------------------
 
 
-def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bool) -> None:
+LEAVE = ("exit", "quit", "/exit", "/quit")  # typed alone, these leave rather than ask
+FENCE = '"""'  # a line starting with it opens a multi-line message; a line of it ends one
+
+
+def _repl(store: Any, current: _Current, responder: Any, settings: Settings, verbose: bool) -> None:
     from pipelines.backends.describe import describe_model
 
     err.print(
-        f"[dim]session {name} · {describe_model(responder.model)[1]} · /help for commands, "
-        "Ctrl-D to leave[/dim]",
+        f"[dim]session {current.name} · {describe_model(responder.model)[1]} · /help for "
+        "commands, Ctrl-D to leave[/dim]",
         highlight=False,
     )
-    earlier = store.messages(name)
+    earlier = store.messages(current.name)
     if earlier:
         err.print(f"[dim]({len(earlier)} earlier messages in this session)[/dim]")
     with (
@@ -267,31 +335,52 @@ def _repl(store: Any, name: str, responder: Any, settings: Settings, verbose: bo
         _every_ctrl_c_interrupts(),
         contextlib.closing(responder),
     ):
-        while True:
-            try:
-                line = input("› ")
-            except EOFError:  # Ctrl-D
-                sys.stdout.write("\n")
-                break
-            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh line, as shells do
-                sys.stdout.write("\n")
-                continue
-            message = line.strip()
+        while (message := _read_message()) is not None:
             if not message:
                 continue
+            if message.lower() in LEAVE:
+                break
             if message.startswith("/"):
-                name, leave = _command(store, name, message, responder)
+                name, leave = _command(store, current.name, message, responder)
+                current.named |= name != current.name
+                current.name = name
                 if leave:
                     break
                 continue
             try:
-                responder.respond(name, message, as_json=False, verbose=verbose)
+                responder.respond(current.name, message, as_json=False, verbose=verbose)
             except KeyboardInterrupt:
                 sys.stdout.write("\n")
                 err.print(f"[dim](stopped{responder.on_stop})[/dim]")
             except UsageError as exc:  # e.g. a message too long for the window: say, go on
                 err.print(f"[red]{exc.message}[/red] ({exc.hint})", highlight=False)
-    err.print(f"[dim]saved as session {name}: llamapipe chat --session {name}[/dim]")
+
+
+def _read_message() -> str | None:
+    """The next message, stripped ("" for nothing to send), or None at Ctrl-D. A line that
+    starts with FENCE opens a message of several lines, ended by a line of FENCE alone (or
+    Ctrl-D); Ctrl-C drops what was typed, as at the prompt."""
+    try:
+        line = input("› ")
+        if not line.strip().startswith(FENCE):
+            return line.strip()
+        lines = [line.strip()[len(FENCE) :]]
+        while True:
+            try:
+                more = input("… ")
+            except EOFError:
+                sys.stdout.write("\n")
+                break
+            if more.strip() == FENCE:
+                break
+            lines.append(more)
+        return "\n".join(lines).strip()
+    except EOFError:  # Ctrl-D at the prompt
+        sys.stdout.write("\n")
+        return None
+    except KeyboardInterrupt:  # Ctrl-C: a fresh line, as shells do
+        sys.stdout.write("\n")
+        return ""
 
 
 def _command(store: Any, name: str, line: str, responder: Any) -> tuple[str, bool]:
@@ -373,6 +462,7 @@ def _every_ctrl_c_interrupts() -> Iterator[None]:
 def _one_shot(
     prompt: str, system: str | None, as_json: bool, verbose: bool, settings: Settings
 ) -> None:
+    from pipelines.chat import ChatReply
     from prompts import load_prompt, show
 
     if not prompt.strip():
@@ -387,26 +477,31 @@ def _one_shot(
     if as_json:
         with spinner(f"Generating with {backend.model}..."):
             message = chain.invoke(variables)
-        print_json(
-            {
-                "text": message.text,
-                "backend": backend.name,
-                "model": backend.model,
-                "reason": backend.reason,
-                "usage": message.usage_metadata,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-        )
+        reply = ChatReply(
+            session="-", message=prompt, answer=message.text, history_used=0,
+            history_left_out=0, backend=backend.name, model=backend.model,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        print_json({**_turn_json(reply, backend, seconds, message.usage_metadata), "session": None})
         return
     with spinner(f"Waiting for {backend.model}..."):
         stream = chain.stream(variables)
         first = next(stream, None)
-    if first is not None:
-        sys.stdout.write(first.text)
-    for chunk in stream:
-        sys.stdout.write(chunk.text)
+    with _ends_the_line():
+        for chunk in itertools.chain([first] if first is not None else [], stream):
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _ends_the_line() -> Iterator[None]:
+    """Streamed text ends with a newline, also when Ctrl-C stops it: the notice that follows
+    (on stderr, the same terminal) starts a line of its own, after all the text."""
+    try:
+        yield
+    finally:
+        sys.stdout.write("\n")
         sys.stdout.flush()
-    sys.stdout.write("\n")
 
 
 # -- llamapipe sessions ----------------------------------------------------------------------
@@ -425,7 +520,7 @@ def sessions(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return
     found = common.toolkit(load_settings()).store().sessions()
     if as_json:
-        print_json({"sessions": [s.to_json() for s in found]})
+        print_json({"sessions": [_with_iso_times(s.to_json()) for s in found]})
         return
     if not found:
         err.print("no sessions yet: `llamapipe chat` starts one")
@@ -436,6 +531,14 @@ def sessions(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         first = s.first.replace("\n", " ")
         table.add_row(s.name, str(s.messages), when, first[:60] + ("…" if len(first) > 60 else ""))
     out.print(table)
+
+
+def _with_iso_times(doc: dict[str, Any]) -> dict[str, Any]:
+    """`created` and `updated` as ISO 8601 local times with their UTC offset, for people and
+    for tools alike (the store keeps epoch seconds)."""
+    for key in ("created", "updated"):
+        doc[key] = datetime.fromtimestamp(doc[key]).astimezone().isoformat(timespec="seconds")
+    return doc
 
 
 @sessions_app.command("show")

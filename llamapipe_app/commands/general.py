@@ -40,15 +40,17 @@ def config(as_json: JsonFlag = False) -> None:
     table.add_column("source", overflow="fold")
     table.add_column("meaning", ratio=1)
     for row in rows:
-        style = "dim" if row["source"] == "default" else "green"
+        style = "dim" if row["source"].startswith("default") else "green"
         value = json.dumps(row["value"], ensure_ascii=False)
         table.add_row(row["name"], value, f"[{style}]{row['source']}[/{style}]", row["description"])
     out.print(table)
 
 
 def models(as_json: JsonFlag = False) -> None:
-    """List backends: Ollama's and an OpenAI-compatible server's models, the embedded GGUF,
-    and the auto choice."""
+    """List the backends, their models and what `auto` would choose.
+
+    Ollama's and an OpenAI-compatible server's models, and the embedded GGUF.
+    """
     from pipelines.backends import REGISTRY, choose_backend
 
     settings = load_settings()

@@ -180,6 +180,8 @@ def pal_run(
         "model": backend.model, "correct": correct, "total": len(rows),
         "accuracy": round(correct / len(rows), 4), "items": rows,
     }  # fmt: skip
+    if method == "pal" and settings.sandbox_isolation == "unsafe":
+        doc["unsafe"] = True  # as `pal ask --json` and `sandbox run --json` label it
     if as_json:
         print_json(doc)
     else:

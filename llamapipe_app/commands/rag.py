@@ -24,7 +24,7 @@ from llamapipe_app.commands.common import (
     spinner,
     with_model_flags,
 )
-from llamapipe_app.commands.shown import print_checked_answer, source
+from llamapipe_app.commands.shown import print_checked_answer, source, streams_answers
 from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
 from pipelines.settings import Settings, load_settings
 
@@ -114,7 +114,7 @@ def ask(
     *,
     settings: Settings,
 ) -> None:
-    """Answer from the indexed documents; stream the answer, then list the sources."""
+    """Answer from the indexed documents: the answer, then its checked sources."""
     from pipelines.rag import RAGAnswer
     from prompts import show
 
@@ -130,18 +130,20 @@ def ask(
             show(prompt) if prompt else "(nothing relevant retrieved: no prompt)", markup=False
         )
     answer: RAGAnswer | None = None
+    streamed = streams_answers() and not as_json
     for item in rag.stream(question):
         if isinstance(item, RAGAnswer):
             answer = item
-        elif not as_json:
+        elif streamed:
             sys.stdout.write(item)
             sys.stdout.flush()
     assert answer is not None
     if as_json:
         print_json(answer.to_json())
         return
-    sys.stdout.write("\n")
-    print_checked_answer(answer, settings)
+    if streamed:
+        sys.stdout.write("\n")
+    print_checked_answer(answer, settings, streamed=streamed)
     raise typer.Exit(EXIT_OK)
 
 

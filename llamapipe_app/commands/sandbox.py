@@ -44,8 +44,8 @@ def sandbox_run(
 ) -> None:
     """Run a program in a fresh sandboxed process; if it defines solution(), print its value.
 
-    Exit code 0 when it ran and returned, 1 when it raised or was stopped, 2 for bad
-    input, 3 when this system cannot build the walls.
+    Exit code 0 when it ran and returned, 1 when it raised or was stopped,
+    2 for bad input, 3 when this system cannot build the walls.
     """
     from pipelines.sandbox import Limits, Sandbox
 

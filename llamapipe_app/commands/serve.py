@@ -45,8 +45,11 @@ def serve(
     *,
     settings: Settings,
 ) -> None:
-    """Chat with your documents in a browser (click a citation: see it in its source), and
-    the pipelines as an HTTP API (/docs). The model server comes from the settings."""
+    """Chat with your documents in a browser, and the pipelines as an HTTP API.
+
+    Click a citation to see it in its source; the API is described at /docs.
+    The model server comes from the settings.
+    """
     if new_token:
         token = secrets.token_urlsafe(24)
     elif token is None and settings.serve_token is not None:

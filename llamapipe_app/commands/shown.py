@@ -16,11 +16,20 @@ def source(name: str) -> str:
     return source_name(name)
 
 
-def print_checked_answer(answer: Any, settings: Settings) -> None:
-    """After the streamed text: the checked answer with its citations, and what was off."""
+def streams_answers() -> bool:
+    """Whether answers are streamed to stdout as they come: on a terminal, where a person
+    reads along. Piped, stdout gets each checked answer once, whole."""
+    return out.is_terminal
+
+
+def print_checked_answer(answer: Any, settings: Settings, *, streamed: bool) -> None:
+    """What the check adds to an answer: its citations, and what was off. When the text was
+    not `streamed` (stdout is piped), the checked answer's text first, so it is there once."""
+    if not streamed:
+        out.print(answer.answer, highlight=False, markup=False)
     if not answer.abstained:
-        out.rule("checked answer", style="dim")
-        out.print(answer.answer, highlight=False)
+        count = len(answer.citations)
+        out.rule(f"checked answer: {count} citation{'' if count == 1 else 's'}", style="dim")
     for c in answer.citations:
         page = f" p.{c.page}" if c.page else ""
         where = f"{source(c.source)}{page} [{c.start}:{c.end}]"

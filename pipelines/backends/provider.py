@@ -86,6 +86,9 @@ class Provider:
     # (settings, a backend it built) -> what pins the model down beyond its name, for eval
     # runs: Ollama's digest, the GGUF file's sha256, the served model id...
     identity: Callable[[Settings, Backend], dict[str, Any]] | None = None
+    # What its settings left empty stand for: {field: (the value used, where it comes from)},
+    # so `llamapipe config` shows the file in use rather than null.
+    defaults: Callable[[Settings], dict[str, tuple[Any, str]]] | None = None
 
     def setting(self, name: str) -> str:
         """The flat setting of this provider's field `name`."""

