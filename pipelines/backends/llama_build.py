@@ -39,6 +39,14 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+def llama_cpp_version() -> str | None:
+    """llama-cpp-python's version, or None when it is not installed (without langchain)."""
+    try:
+        return str(import_llama_cpp().__version__)
+    except ImportError:
+        return None
+
+
 @cache
 def system_info() -> str:
     """llama.cpp's own account of its build (`CPU : SSE3 = 1 | ... | AMX_INT8 = 1 | ...`)."""

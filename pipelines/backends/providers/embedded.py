@@ -95,14 +95,12 @@ def owns(model: Any) -> str | None:
 
 
 def inventory(settings: Settings) -> dict[str, Any]:
-    from pipelines.backends.embedded import llama_cpp_version
     from pipelines.backends.gguf import read_gguf_info
+    from pipelines.backends.llama_build import has_amx, llama_cpp_version
     from pipelines.errors import LlamapipeError
 
     doc: dict[str, Any] = {"llama_cpp": llama_cpp_version(), "llama_cpp_amx": None}
     if doc["llama_cpp"]:
-        from pipelines.backends.llama_build import has_amx
-
         doc["llama_cpp_amx"] = has_amx()  # then models load with extra buffers off
     try:
         info = read_gguf_info(gguf_path(settings))
