@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.backends import llama_build
 from pipelines.rag import tokenize as tokenize_module
 from pipelines.rag.tokenize import query_terms, tokenize, tokenize_many
 
@@ -81,6 +82,30 @@ def test_models_builds_no_model_and_imports_no_langchain() -> None:
     assert report["code"] == 0
     assert json.loads(report["stdout"])["ollama"]["error"] == "connection refused"
     assert report["imported"] == []
+
+
+def test_models_loads_llama_cpp_once_to_learn_its_build() -> None:
+    first = _run(["models", "--json"], ("llama_cpp", "numpy"))
+    second = _run(["models", "--json"], ("llama_cpp", "numpy"))  # the same cache dir
+    assert first["imported"] == ["llama_cpp", "numpy"]
+    assert second["imported"] == []
+    shown = [json.loads(r["stdout"])["embedded"] for r in (first, second)]
+    assert shown[0]["llama_cpp"] and shown[0]["llama_cpp"] == shown[1]["llama_cpp"]
+    assert shown[0]["llama_cpp_amx"] is shown[1]["llama_cpp_amx"] is False
+
+
+def test_a_rebuilt_llama_cpp_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    files, amx = ["libllama.so:1:1"], [True]
+    monkeypatch.setattr(llama_build, "_installed_files", lambda: files[0])
+    monkeypatch.setattr(llama_build, "llama_cpp_version", lambda: "0.3.99")
+    monkeypatch.setattr(llama_build, "has_amx", lambda: amx[0])
+    assert llama_build.build_facts(tmp_path) == ("0.3.99", True)
+    amx[0] = False  # what a rebuild without AMX would say, asked
+    assert llama_build.build_facts(tmp_path) == ("0.3.99", True)  # the same files: kept
+    files[0] = "libllama.so:2:2"
+    assert llama_build.build_facts(tmp_path) == ("0.3.99", False)
 
 
 class CountingKiwi:
