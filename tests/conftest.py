@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pipelines.backends.gguf import default_gguf
-from pipelines.backends.ollama import normalize_host, probe
+from pipelines.backends.ollama_probe import normalize_host, probe
 from pipelines.sandbox import SandboxUnavailableError, check_system
 from tests.ollama_server import OllamaProtocolServer
 
@@ -188,7 +188,7 @@ def openai_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     if not url:
         target: OpenAITarget = request.getfixturevalue("_llama_cpp_server")
     else:
-        from pipelines.backends.openai_compat import normalize_base_url, probe_server
+        from pipelines.backends.openai_probe import normalize_base_url, probe_server
 
         base = normalize_base_url(url)
         status = probe_server(base, _OPENAI_TEST_KEY or None, timeout=5.0)

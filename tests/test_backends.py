@@ -13,7 +13,8 @@ import pytest
 from pipelines.backends import choose_backend, load_backend
 from pipelines.backends.embedded import EmbeddedChatModel
 from pipelines.backends.gguf import check_gguf, read_gguf_info
-from pipelines.backends.ollama import OllamaStatus, normalize_host, translate_errors
+from pipelines.backends.ollama import translate_errors
+from pipelines.backends.ollama_probe import OllamaStatus, normalize_host
 from pipelines.backends.providers import BUILT_IN
 from pipelines.backends.providers.ollama import provider as ollama_provider
 from pipelines.backends.registry import Registry

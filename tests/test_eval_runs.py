@@ -141,7 +141,7 @@ def _fake(chat: ScriptedChat) -> Any:
 
 
 def test_providers_pin_their_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.backends.ollama import OllamaStatus
+    from pipelines.backends.ollama_probe import OllamaStatus
     from pipelines.backends.provider import Backend
     from pipelines.backends.providers import embedded, ollama, openai
 
@@ -296,7 +296,7 @@ def test_a_schedule_pins_the_backend_and_model_auto_chose(
 ) -> None:
     from pipelines.backends import ollama
     from pipelines.backends.gguf import default_gguf
-    from pipelines.backends.ollama import OllamaStatus
+    from pipelines.backends.ollama_probe import OllamaStatus
 
     path = spec_file(
         tmp_path,

@@ -9,7 +9,8 @@ import ollama
 import pytest
 
 from pipelines.backends import Backend, choose_backend, load_backend
-from pipelines.backends.ollama import OllamaChat, probe
+from pipelines.backends.ollama import OllamaChat
+from pipelines.backends.ollama_probe import probe
 from pipelines.errors import (
     ModelTimeoutError,
     OllamaModelMissingError,

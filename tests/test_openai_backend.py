@@ -21,9 +21,8 @@ from pipelines.backends.openai_compat import (
     OpenAIChat,
     OpenAIEmbed,
     OpenAITokens,
-    ServerStatus,
-    normalize_base_url,
 )
+from pipelines.backends.openai_probe import ServerStatus, normalize_base_url
 from pipelines.budget import CONSERVATIVE, budget_for, script_counts
 from pipelines.errors import (
     ConfigError,

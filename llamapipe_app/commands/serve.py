@@ -13,7 +13,6 @@ from llamapipe_app.commands import common
 from llamapipe_app.commands.common import err, out, with_model_flags
 from llamapipe_app.commands.rag import IndexFlag
 from pipelines.errors import UsageError
-from pipelines.rag import Index
 from pipelines.settings import Settings
 
 
@@ -66,6 +65,8 @@ def serve(
             "default --host 127.0.0.1",
         )
     _check_port_free(host, port)
+    from pipelines.rag.index import Index
+
     where = (index or settings.data_dir / "index").expanduser()
     if not Index.exists_at(where):
         err.print(

@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipelines.errors import ConfigError
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -40,3 +47,20 @@ def parse_address(text: str, *, what: str, example: str) -> Address:
     if ":" in host:
         host = f"[{host}]"
     return Address(parts.scheme, host, port, parts.path.rstrip("/"), had_scheme)
+
+
+def quick_client(url: str, timeout: float, **kwargs: Any) -> httpx.Client:
+    """An httpx client for one quick look at a server. Each new client loads the CA bundle
+    (~30 ms); plain http uses no TLS (redirects are not followed), so it loads none, and
+    https shares one loaded context."""
+    import httpx
+
+    verify = _tls() if url.startswith("https:") else False
+    return httpx.Client(timeout=timeout, verify=verify, **kwargs)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    import httpx
+
+    return httpx.create_ssl_context()

@@ -55,13 +55,6 @@ def require_llama_cpp() -> Any:
     return llama_cpp
 
 
-def llama_cpp_version() -> str | None:
-    try:
-        return str(require_llama_cpp().__version__)
-    except LlamaCppMissingError:
-        return None
-
-
 @dataclass
 class LlamaRuntime:
     """One loaded model and the lock that serialises calls into it."""

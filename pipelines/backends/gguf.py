@@ -80,6 +80,7 @@ _SCALARS = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")
 
 
 class _Reader:
@@ -97,6 +98,14 @@ class _Reader:
         n = self.unpack("Q")
         return self.f.read(n).decode("utf-8", "replace")
 
+    def skip_strings(self, count: int) -> None:
+        length, read, seek = _LENGTH, self.f.read, self.f.seek
+        for _ in range(count):
+            data = read(8)
+            if len(data) != 8:
+                raise EOFError
+            seek(length.unpack(data)[0], 1)
+
     def value(self, kind: int) -> Any:
         if kind in _SCALARS:
             return self.unpack(_SCALARS[kind])
@@ -106,6 +115,8 @@ class _Reader:
             item_kind, count = self.unpack("I"), self.unpack("Q")
             if item_kind in _SCALARS:  # skip without decoding: tokenizer arrays are large
                 self.f.seek(count * struct.calcsize(_SCALARS[item_kind]), 1)
+            elif item_kind == _STRING:  # the vocabulary: ~100k strings, skipped unread
+                self.skip_strings(count)
             else:
                 for _ in range(count):
                     self.value(item_kind)

@@ -15,10 +15,13 @@ the weights out of the AMX buffer: slower on those CPUs, but it does not crash.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import sys
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 AMX_FEATURE = "AMX_INT8 = 1"
@@ -37,6 +40,52 @@ def import_llama_cpp() -> Any:
     import llama_cpp
 
     return llama_cpp
+
+
+def llama_cpp_version() -> str | None:
+    """llama-cpp-python's version, or None when it is not installed (without langchain)."""
+    try:
+        return str(import_llama_cpp().__version__)
+    except ImportError:
+        return None
+
+
+BUILD_FILE = "llama-build.json"
+
+
+def build_facts(cache_dir: Path) -> tuple[str | None, bool | None]:
+    """(llama-cpp-python's version, whether its build has AMX kernels), for `models`; (None,
+    None) when it is not installed. Loading the library to ask costs 0.2-1 s (numpy and
+    llama.cpp's shared objects), so the answer is kept in `cache_dir`, keyed by the installed
+    files' sizes and times: a rebuild or reinstall is asked again."""
+    key = _installed_files()
+    if key is None:
+        return None, None
+    cache = cache_dir / BUILD_FILE
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+        if kept["files"] == key:
+            return kept["version"], kept["amx"]
+    version = llama_cpp_version()
+    if version is None:
+        return None, None
+    amx = has_amx()
+    with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        scratch = cache.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps({"files": key, "version": version, "amx": amx}))
+        scratch.replace(cache)
+    return version, amx
+
+
+def _installed_files() -> str | None:
+    """The llama_cpp package's __init__ and shared objects, as name:size:mtime (not loaded)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    init = Path(spec.origin)
+    files = [init, *sorted((init.parent / "lib").glob("*.so*"))]
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
 @cache

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,51 +15,18 @@ import ollama
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 
-from pipelines.backends.address import parse_address
+from pipelines.backends.ollama_probe import missing_model_error, reason, unreachable_error
 from pipelines.backends.retry import Backoff, retrying, retrying_stream
 from pipelines.backends.served_tokens import OllamaTokens, tokens_for
 from pipelines.errors import (
     BackendError,
     ContextOverflowError,
     ModelTimeoutError,
-    OllamaModelMissingError,
     OllamaResponseError,
-    OllamaUnreachableError,
     PromptTruncatedWarning,
 )
 
-DEFAULT_PORT = 11434
 OLLAMA_DEFAULT_CTX = 2048  # what older servers use when a request names no num_ctx
-
-
-def normalize_host(host: str) -> str:
-    """`localhost`, `:8080`, `10.0.0.2`, `https://x` -> a full base URL, read as Ollama reads it.
-
-    Without a scheme the port defaults to 11434; with one, to the scheme's own port.
-    """
-    address = parse_address(
-        host, what="Ollama host", example="127.0.0.1:11434 (OLLAMA_HOST or LLAMAPIPE_OLLAMA_HOST)"
-    )
-    if not address.had_scheme:
-        return address.url(DEFAULT_PORT)
-    return address.url(443 if address.scheme == "https" else 80)
-
-
-def unreachable_error(host: str, detail: str = "") -> OllamaUnreachableError:
-    suffix = f" ({detail})" if detail else ""
-    return OllamaUnreachableError(
-        f"cannot reach Ollama at {host}{suffix}",
-        hint="start it with `ollama serve`, point OLLAMA_HOST at where it runs, "
-        "or use `--backend embedded`",
-    )
-
-
-def missing_model_error(host: str, model: str, available: list[str]) -> OllamaModelMissingError:
-    have = f"; it has: {', '.join(available)}" if available else "; it has no models yet"
-    return OllamaModelMissingError(
-        f"model '{model}' is not pulled on Ollama at {host}{have}",
-        hint=f"run `ollama pull {model}`, or choose another with --model",
-    )
 
 
 @contextlib.contextmanager
@@ -91,17 +57,12 @@ def translate_errors(host: str, model: str, timeout: float) -> Iterator[None]:
             "or use a smaller model",
         ) from None
     except (httpx.ConnectError, ConnectionError) as exc:
-        raise unreachable_error(host, _reason(exc)) from None
+        raise unreachable_error(host, reason(exc)) from None
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         raise OllamaResponseError(
             f"the connection to Ollama at {host} broke off mid-answer ({exc})",
             hint="try again; if it repeats, read the Ollama server log",
         ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    return "connection refused" if "refused" in text.lower() else text.split("\n")[0][:120]
 
 
 class _Translated:
@@ -308,49 +269,3 @@ class OllamaEmbed(_Translated, OllamaEmbeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         with self._errors():
             return super().embed_documents(texts)
-
-
-@dataclass
-class OllamaStatus:
-    """What a quick look at an Ollama host found."""
-
-    host: str
-    reachable: bool
-    version: str | None = None
-    models: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m["name"] for m in self.models]
-
-    def has_model(self, name: str) -> bool:
-        names = self.model_names
-        return name in names or (":" not in name and f"{name}:latest" in names)
-
-
-def probe(host: str, timeout: float) -> OllamaStatus:
-    """Ask `/api/version` and `/api/tags` at `host`; never raises for a missing server."""
-    try:
-        with httpx.Client(base_url=host, timeout=timeout) as client:
-            version = client.get("/api/version").raise_for_status().json().get("version")
-            with ollama.Client(host=host, timeout=timeout) as tags:
-                models = tags.list().models
-    except (httpx.HTTPError, ConnectionError, ollama.ResponseError, ValueError) as exc:
-        return OllamaStatus(host=host, reachable=False, error=_reason(exc))
-    return OllamaStatus(
-        host=host,
-        reachable=True,
-        version=version,
-        models=[
-            {
-                "name": m.model,
-                "digest": m.digest,
-                "size_bytes": m.size,
-                "family": m.details.family if m.details else None,
-                "parameter_size": m.details.parameter_size if m.details else None,
-                "quantization": m.details.quantization_level if m.details else None,
-            }
-            for m in models
-        ],
-    )

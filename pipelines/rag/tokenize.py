@@ -70,11 +70,13 @@ _QUESTION = frozenset(
 _STEM_TAGS = ("VV", "VA")  # verb and adjective stems: where Kiwi's readings disagree
 _ALTERNATIVE_MARGIN = 3.0  # log-probability below the best reading still worth a look
 
-_kiwi: Any = None
+_kiwi: Any = None  # built once per process, on the first Korean text; False: no kiwipiepy
 _kiwi_lock = threading.Lock()
 
 
 def _load_kiwi() -> Any:
+    """The one Kiwi analyser. Building it and its first analysis load ~100 MB of models
+    (~1.5-3 s on 2 cores), so text without Hangul never asks for it."""
     global _kiwi
     with _kiwi_lock:
         if _kiwi is None:
@@ -84,6 +86,7 @@ def _load_kiwi() -> Any:
                 _kiwi = False
             else:
                 _kiwi = Kiwi()
+                _kiwi.tokenize("")  # finish its lazy loading here, under the lock
     return _kiwi
 
 
@@ -130,8 +133,8 @@ def query_terms(text: str) -> list[frozenset[str]]:
     a small margin) join the best one's term, so either spelling matches it.
     """
     tokens = tokenize(text)
-    kiwi = _load_kiwi()
-    if kiwi is False or not _HANGUL.search(text):
+    kiwi: Any = _load_kiwi() if _HANGUL.search(text) else False
+    if kiwi is False:
         return [frozenset([t]) for t in dict.fromkeys(tokens)]
     readings = kiwi.analyze(text, top_n=3)
     best = readings[0][1]
@@ -160,11 +163,11 @@ def tokenize(text: str) -> list[str]:
 
 def tokenize_many(texts: list[str]) -> list[list[str]]:
     """Index tokens of many texts (Kiwi tokenises them in one batch)."""
-    kiwi = _load_kiwi()
-    use_kiwi = kiwi is not False  # (a Kiwi object's truth value is costly to compute)
     results: list[list[str]] = [[] for _ in texts]
     korean = [i for i, t in enumerate(texts) if _HANGUL.search(t)]
     korean_set = set(korean)
+    kiwi: Any = _load_kiwi() if korean else False  # building Kiwi takes seconds: only for Hangul
+    use_kiwi = kiwi is not False  # (a Kiwi object's truth value is costly to compute)
     for i, text in enumerate(texts):
         if i not in korean_set:
             results[i] = _words(text)

@@ -141,15 +141,12 @@ def identity(settings: Settings, backend: Backend) -> dict[str, Any]:
 
 
 def inventory(settings: Settings) -> dict[str, Any]:
-    from pipelines.backends.embedded import llama_cpp_version
     from pipelines.backends.gguf import read_gguf_info
+    from pipelines.backends.llama_build import build_facts
     from pipelines.errors import LlamapipeError
 
-    doc: dict[str, Any] = {"llama_cpp": llama_cpp_version(), "llama_cpp_amx": None}
-    if doc["llama_cpp"]:
-        from pipelines.backends.llama_build import has_amx
-
-        doc["llama_cpp_amx"] = has_amx()  # then models load with extra buffers off
+    version, amx = build_facts(settings.cache_dir)  # with AMX, models load extra buffers off
+    doc: dict[str, Any] = {"llama_cpp": version, "llama_cpp_amx": amx}
     try:
         info = read_gguf_info(gguf_path(settings))
     except LlamapipeError as exc:

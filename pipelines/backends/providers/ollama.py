@@ -1,4 +1,5 @@
-"""Ollama: a local or remote Ollama server (langchain-ollama models: ../ollama.py)."""
+"""Ollama: a local or remote Ollama server (langchain-ollama models: ../ollama.py; the quick
+look at a host, which imports neither: ../ollama_probe.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field
 from pipelines.backends.provider import TOKEN_RATES_FILE, Backend, Choice, Found, Mode, Provider
 
 if TYPE_CHECKING:
-    from pipelines.backends.ollama import OllamaStatus
+    from pipelines.backends.ollama_probe import OllamaStatus
     from pipelines.settings import Settings
 
 
@@ -31,19 +32,19 @@ Probe = Callable[[str, float], "OllamaStatus"]  # (host, timeout) -> what the ho
 
 
 def _probe(host: str, timeout: float) -> OllamaStatus:
-    from pipelines.backends.ollama import probe
+    from pipelines.backends.ollama_probe import probe
 
     return probe(host, timeout)
 
 
 def _status(settings: Settings, timeout: float, probe: Probe) -> OllamaStatus:
-    from pipelines.backends.ollama import normalize_host
+    from pipelines.backends.ollama_probe import normalize_host
 
     return probe(normalize_host(settings.ollama_host), timeout)
 
 
 def select(settings: Settings, mode: Mode, probe: Probe = _probe) -> Choice:
-    from pipelines.backends.ollama import missing_model_error, unreachable_error
+    from pipelines.backends.ollama_probe import missing_model_error, unreachable_error
 
     timeout = settings.probe_timeout if mode == "auto" else settings.timeout
     status = _status(settings, timeout, probe)
@@ -66,7 +67,8 @@ def select(settings: Settings, mode: Mode, probe: Probe = _probe) -> Choice:
 
 
 def build(settings: Settings, choice: Choice) -> Backend:
-    from pipelines.backends.ollama import OllamaChat, OllamaCompletion, OllamaEmbed, normalize_host
+    from pipelines.backends.ollama import OllamaChat, OllamaCompletion, OllamaEmbed
+    from pipelines.backends.ollama_probe import normalize_host
 
     host = normalize_host(settings.ollama_host)
     options: dict[str, Any] = {

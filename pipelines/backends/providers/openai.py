@@ -1,6 +1,7 @@
 """An OpenAI-compatible server: vLLM, llama-server, llama-cpp-python's server...
 (langchain-openai models, pipelines/backends/openai_compat.py). Only when asked for:
-`auto` never picks it. langchain-openai costs ~0.4 s to import, so only then."""
+`auto` never picks it. langchain-openai costs ~0.4 s to import, so only then: looking at a
+server (`models`, the checks in `select`) needs only ../openai_probe.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel, Field
 from pipelines.backends.provider import TOKEN_RATES_FILE, Backend, Choice, Found, Mode, Provider
 
 if TYPE_CHECKING:
-    from pipelines.backends.openai_compat import OpenAIEmbed, ServerStatus
+    from pipelines.backends.openai_compat import OpenAIEmbed
+    from pipelines.backends.openai_probe import ServerStatus
     from pipelines.settings import Settings
 
 
@@ -44,7 +46,7 @@ class OpenAISettings(BaseModel):
 def select(settings: Settings, mode: Mode) -> Choice:
     """Checked once here (reachable, key accepted, model served), so a wrong setting fails
     before any work, saying what to do."""
-    from pipelines.backends.openai_compat import (
+    from pipelines.backends.openai_probe import (
         api_key,
         normalize_base_url,
         probe_server,
@@ -66,7 +68,8 @@ def select(settings: Settings, mode: Mode) -> Choice:
 
 
 def build(settings: Settings, choice: Choice) -> Backend:
-    from pipelines.backends.openai_compat import NO_KEY, OpenAIChat, OpenAICompletion, api_key
+    from pipelines.backends.openai_compat import NO_KEY, OpenAIChat, OpenAICompletion
+    from pipelines.backends.openai_probe import api_key
 
     status, model = choice.found
     key = api_key(settings.openai_api_key_env)
@@ -107,9 +110,8 @@ def _embeddings(settings: Settings, status: ServerStatus) -> OpenAIEmbed:
     process), else on the chat model's server (`status` is what probing that one found)."""
     from pydantic import SecretStr
 
-    from pipelines.backends.openai_compat import (
-        NO_KEY,
-        OpenAIEmbed,
+    from pipelines.backends.openai_compat import NO_KEY, OpenAIEmbed
+    from pipelines.backends.openai_probe import (
         api_key,
         normalize_base_url,
         probe_server,
@@ -135,7 +137,7 @@ def _embeddings(settings: Settings, status: ServerStatus) -> OpenAIEmbed:
 
 
 def embeddings(settings: Settings) -> Found:
-    from pipelines.backends.openai_compat import api_key, normalize_base_url, probe_server
+    from pipelines.backends.openai_probe import api_key, normalize_base_url, probe_server
 
     if not settings.openai_embed_model:
         return None, "", "no openai_embed_model set"
@@ -155,14 +157,14 @@ def owns(model: Any) -> str | None:
 
 def identity(settings: Settings, backend: Backend) -> dict[str, Any]:
     """The served model id (as the server listed it) and where it is served."""
-    from pipelines.backends.openai_compat import normalize_base_url
+    from pipelines.backends.openai_probe import normalize_base_url
 
     return {"served_model": backend.model, "base_url": normalize_base_url(settings.openai_base_url)}
 
 
 def inventory(settings: Settings) -> dict[str, Any]:
     """What the server at `openai_base_url` serves (never the key)."""
-    from pipelines.backends.openai_compat import api_key, normalize_base_url, probe_server
+    from pipelines.backends.openai_probe import api_key, normalize_base_url, probe_server
 
     base_url = normalize_base_url(settings.openai_base_url)
     timeout = settings.timeout if settings.backend == "openai" else settings.probe_timeout
