@@ -294,7 +294,7 @@ def test_a_schedule_pins_the_backend_and_model_auto_chose(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipelines.backends import ollama
+    from pipelines.backends import ollama_probe as ollama
     from pipelines.backends.gguf import default_gguf
     from pipelines.backends.ollama_probe import OllamaStatus
 

@@ -57,8 +57,9 @@ def run(
     model: SystemsModelFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a spec (resuming an unfinished run of it), score it, write reports and history.
-    --limit, --backend and --model change the spec's systems for this run (recorded in it)."""
+    """Run a spec (resuming an unfinished one), score it, write reports and history.
+
+    --limit, --backend and --model change this run's systems (recorded in it)."""
     from evals.runner import run_spec
     from evals.schedule import run_lock
     from evals.spec import check_inputs, load_spec, with_overrides
@@ -184,8 +185,9 @@ def report(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print a run's report (rendered on a terminal, Markdown when piped), export its items,
-    or compare two runs of the same spec."""
+    """Print a run's report, export its items, or compare two runs of a spec.
+
+    The report is rendered on a terminal and Markdown when piped."""
     from evals.runs import find_run
 
     if compare:
@@ -325,8 +327,9 @@ def schedule(
     ] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Pin this model.")] = None,
 ) -> None:
-    """Print (or --install) a crontab line, or a systemd user timer, that runs SPEC on the
-    backend and model chosen now (pinned in its environment)."""
+    """Print (or --install) a crontab line or systemd user timer that runs SPEC.
+
+    It runs on the backend and model chosen now (pinned in its environment)."""
     import platformdirs
 
     from evals.schedule import (
