@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llamapipe_app.commands import chat, evals, general, pal, rag, sandbox, serve
+from llamapipe_app.commands import chat, evals, general, pal, rag, sandbox, serve, sessions
 from llamapipe_app.commands.common import err, out
 from pipelines import __version__
 from pipelines.errors import (
@@ -73,7 +73,7 @@ def root(
 app.command()(general.config)
 app.command()(general.models)
 app.command()(chat.chat)
-app.add_typer(chat.sessions_app, name="sessions")
+app.add_typer(sessions.sessions_app, name="sessions")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(pal.app, name="pal")
 app.add_typer(rag.app, name="rag")
