@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -182,6 +183,50 @@ def test_a_zygote_killed_from_outside_is_replaced() -> None:
         results = [sandbox.run("def solution():\n    return 5") for _ in range(3)]
         assert sandbox._server is not server and sandbox.engine == "fork server"
     assert [r.result for r in results] == [5, 5, 5]
+
+
+def test_a_waiting_child_of_a_zygote_that_has_gone_is_not_taken() -> None:
+    """The kernel kills a dead zygote's children only after the host has seen its control
+    socket close, so for a while a child still runs: a run that took it then came back
+    "Killed" (1 in 6 runs of the test above). Here the host sees the socket close while the
+    zygote and its child live on: the child must count as gone, and the run gets a new one."""
+    with Sandbox(Limits(), workers=0) as sandbox:
+        server = sandbox._server
+        assert server is not None
+        waiting = sandbox._ready.get_nowait()
+        sandbox._idle -= 1
+        assert isinstance(waiting, ForkedWorker) and waiting.alive()
+        server._sock.shutdown(socket.SHUT_RD)  # what the host sees when the zygote exits
+        assert not server.alive
+        assert _alive(host_pid(waiting)) and not waiting.alive()
+        result = sandbox.run("def solution():\n    return 5")
+        assert sandbox._server is not server
+        waiting.dispose()
+    assert result.result == 5
+
+
+def test_a_child_that_has_exited_is_not_taken_before_the_zygote_reaps_it() -> None:
+    """Signal 0 still reaches a zombie; the child's pidfd says it has exited."""
+    with Sandbox(Limits(), workers=0) as sandbox:
+        server = sandbox._server
+        assert server is not None
+        waiting = sandbox._ready.get_nowait()
+        sandbox._idle -= 1
+        assert isinstance(waiting, ForkedWorker)
+        pid = host_pid(waiting)
+        (zygote,) = children(server.pid)
+        os.kill(zygote, signal.SIGSTOP)  # it reaps nothing until SIGCONT
+        try:
+            waiting.kill()
+            deadline = time.monotonic() + 5
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert Path(f"/proc/{pid}/stat").exists() and not _alive(pid)  # a zombie
+            assert server.alive and not waiting.alive()
+        finally:
+            os.kill(zygote, signal.SIGCONT)
+        waiting.dispose()
+        assert sandbox.run("def solution():\n    return 5").result == 5
 
 
 def test_closing_leaves_no_process_behind() -> None:

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -76,8 +77,20 @@ class ForkServer:
 
     @property
     def alive(self) -> bool:
-        """False once the zygote has gone (closed, or killed from outside)."""
-        return not self._closed
+        """False once the zygote has gone (closed, or killed from outside). Asks the control
+        socket itself, not only the reader thread, which may not have run yet since the
+        zygote closed it: only the zygote holds the other end (its outside half closes
+        everything), and an exiting process releases its files before the kernel kills its
+        children (in the zygote's pid namespace, and by PR_SET_PDEATHSIG), so from the moment
+        this says False, every child of this server is dead or about to be."""
+        if self._closed:
+            return False
+        fd = self._sock.fileno()
+        if fd < 0:
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLRDHUP)  # POLLHUP and POLLERR come unasked
+        return not poller.poll(0)
 
     @property
     def pid(self) -> int:
@@ -310,12 +323,16 @@ class ForkedWorker(RunProcess):
         return os.waitstatus_to_exitcode(status)
 
     def alive(self) -> bool:
-        if self.pidfd is None:
+        """Still waiting for its program. Not once its zygote has gone: the kernel kills the
+        zygote's children only after the host can see it go, so a child may still be
+        running for a while, take its program and die before it reports (a run right after
+        the zygote was killed came back "Killed"). Nor once it has exited: its pidfd is
+        readable from then on, while signal 0 still reaches it as a zombie."""
+        if self.pidfd is None or not self.server.alive:
             return False
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(self.pidfd, 0)
-            return True
-        return False
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return not poller.poll(0)
 
     def kill(self) -> None:
         if self.pidfd is not None:
