@@ -3,9 +3,10 @@
 The embedded chat model runs the unit suite (construction, parameters, serialization) and
 the integration suite against the real GGUF model (invoke, stream, batch, usage metadata on
 whole and streamed answers, stop sequences, multi-turn, Korean...). The retriever runs the
-retriever suite (`k` in the constructor and in `invoke`). Features the model does not have
-(tool calling, structured output, images) are declared absent, which the suites then skip
-by their own rules.
+retriever suite (`k` in the constructor and in `invoke`). Structured output (grammar-
+constrained, pipelines/backends/structured.py) and JSON mode are declared and run; features
+the model does not have (tool calling, images) are declared absent, which the suites then
+skip by their own rules.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ class _EmbeddedChat:
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def returns_usage_metadata(self) -> bool:

@@ -150,26 +150,27 @@ def bounded_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     budget = max_tokens - 1
     try:
         tree = _inline(copy.deepcopy(schema))
-        least = None
+        least = min(_bound(tree, 1, items)[1] for items in ITEM_CHOICES)
         for items in ITEM_CHOICES:
-            _, fixed = _bound(tree, 0, items)
-            _, one = _bound(tree, 1, items)
-            per_char = one - fixed
-            least = fixed + per_char if least is None else min(least, fixed + per_char)
-            if per_char == 0:
-                if fixed <= budget:
-                    return _bound(tree, 0, items)[0]
-                continue
-            length = min(MAX_STRING, (budget - fixed) // per_char)
-            if length >= 1:
-                return _bound(tree, length, items)[0]
+            # The cost grows with the string length (not linearly: anyOf takes the largest
+            # branch), so find the longest that fits by bisection.
+            low, high = 0, MAX_STRING
+            while low < high:
+                middle = (low + high + 1) // 2
+                if _bound(tree, middle, items)[1] <= budget:
+                    low = middle
+                else:
+                    high = middle - 1
+            bounded, cost = _bound(tree, max(low, 1), items)
+            if cost <= budget:
+                return bounded
     except _Unbounded as exc:
         raise StructuredOutputError(
             f"llamapipe cannot bound the length of this schema: it has {exc}",
             hint="give that part a fixed shape (properties, items, maxLength), or use "
             'method="json_mode"',
         ) from None
-    need = (least or 0) + 1
+    need = least + 1
     raise StructuredOutputError(
         f"an answer to this schema can take up to {need} tokens even with one-character "
         f"strings and one-item lists, but max_tokens is {max_tokens}",
