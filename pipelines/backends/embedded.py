@@ -301,7 +301,8 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """The model's answers parsed into `schema` (a pydantic class, a TypedDict or a
         JSON schema): method "json_schema" holds decoding to the schema's grammar,
-        "json_mode" to any JSON object (the prompt must then say which keys).
+        "json_mode" to any JSON object (the prompt must then say which keys);
+        "function_calling" (no tools here) does what "json_schema" does.
         `include_raw=True` gives {"raw", "parsed", "parsing_error"} instead."""
         return structured.structured_output(self, schema, method, include_raw, kwargs)
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import openai
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 from langchain_openai import OpenAI, OpenAIEmbeddings
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
@@ -246,6 +248,24 @@ class OpenAIChat(_Served, BaseChatOpenAI):
     key_env: str = DEFAULT_KEY_ENV
     token_cache: Path | None = None  # where measured token rates are kept; None: not kept
     use_responses_api: bool | None = False  # compatible servers speak chat completions
+
+    def with_structured_output(
+        self,
+        schema: Any = None,
+        *,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """As ChatOpenAI's: by default `response_format` with the JSON schema (vLLM's
+        guided decoding holds the answer to it); "json_mode" sends {"type":
+        "json_object"}. BaseChatOpenAI's own default is tool calling, which not every
+        compatible server does. A server that refuses the response_format raises a
+        StructuredOutputUnsupportedError saying what to use instead."""
+        return super().with_structured_output(
+            schema, method=method, include_raw=include_raw, strict=strict, **kwargs
+        )
 
 
 class OpenAICompletion(_Served, OpenAI):

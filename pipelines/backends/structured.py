@@ -318,7 +318,9 @@ def structured_output(
 ) -> Any:
     """`with_structured_output` as ChatOllama and ChatOpenAI do it: the model bound to a
     `response_format`, then a parser; with `include_raw`, {"raw", "parsed",
-    "parsing_error"} where a parse failure lands instead of raising."""
+    "parsing_error"} where a parse failure lands instead of raising. The model has no
+    tool calling, so method "function_calling" holds the answer to the schema's grammar
+    just as "json_schema" does."""
     from operator import itemgetter
 
     from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -331,22 +333,19 @@ def structured_output(
     kwargs.pop("strict", None)  # a grammar is always strict
     if kwargs:
         raise UsageError(f"with_structured_output got unknown arguments {sorted(kwargs)}")
-    if method == "function_calling":
-        raise UsageError(
-            "the embedded model has no tool calling, so no method='function_calling'",
-            hint='use method="json_schema" (the default; grammar-constrained) or "json_mode"',
-        )
-    if method not in ("json_schema", "json_mode"):
+    if method not in ("json_schema", "json_mode", "function_calling"):
         raise UsageError(
             f"unknown structured-output method {method!r}",
             hint='use "json_schema" or "json_mode"',
         )
-    if schema is None and method == "json_schema":
+    if schema is None and method != "json_mode":
         raise UsageError(
-            "method='json_schema' needs a schema", hint='pass one, or use method="json_mode"'
+            f"method={method!r} needs a schema", hint='pass one, or use method="json_mode"'
         )
     is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-    if method == "json_schema":
+    # Without tool calling, "function_calling" is what a tool call would give: arguments
+    # that match the schema, so it takes the same grammar as "json_schema".
+    if method != "json_mode":
         assert schema is not None
         json_schema = json_schema_of(schema)
         bound = llm.bind(
