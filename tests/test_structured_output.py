@@ -410,3 +410,23 @@ def test_openai_json_schema_is_sent_or_refused_clearly(openai_target: Any) -> No
     }
     reply = chat.invoke(ASK, response_format={"type": "json_object", "schema": short})
     assert set(json.loads(str(reply.content))) == {"name", "age"}
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Structured output") :]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "OLLAMA_HOST": "", "PYTHONPATH": str(root)}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "age=32" in lines[0] and lines[1].endswith(" None"), lines
