@@ -174,14 +174,20 @@ def bounded_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     raise StructuredOutputError(
         f"an answer to this schema can take up to {need} tokens even with one-character "
         f"strings and one-item lists, but max_tokens is {max_tokens}",
-        hint=f"raise --max-tokens (LLAMAPIPE_MAX_TOKENS) above {need} (every 6 more tokens "
-        "give each free string one more character), or simplify the schema",
+        hint=f"raise --max-tokens (LLAMAPIPE_MAX_TOKENS) above {need} (what is left over "
+        "goes to the free strings), or simplify the schema",
     )
 
 
+SPACE_RULE = 'space ::= " "?'  # what the costs above count; newer converters allow more
+
+
 def _with_char_rule(grammar: str) -> str:
-    lines = [line for line in grammar.splitlines() if not line.startswith("char ::=")]
-    return "\n".join([*lines, CHAR_RULE]) + "\n"
+    """The converter's grammar with our string characters and at most one space."""
+    lines = [
+        line for line in grammar.splitlines() if not line.startswith(("char ::=", "space ::="))
+    ]
+    return "\n".join([*lines, SPACE_RULE, CHAR_RULE]) + "\n"
 
 
 @lru_cache(maxsize=128)
