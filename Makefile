@@ -90,6 +90,8 @@ test-ollama: install
 test-openai: install
 	$(BIN)/pytest -m openai $(if $(URL),--openai-url "$(URL)")
 
+# Every bench/*.py module (generation, pal, rag, sandbox, served, startup, structured, ...),
+# results in bench/results/; `python -m bench structured` runs one.
 bench: install
 	$(BIN)/python -m bench
 

@@ -81,6 +81,11 @@ class ContextOverflowError(UsageError):
         )
 
 
+class StructuredOutputError(UsageError):
+    """A structured-output schema the model cannot be held to: one whose shortest complete
+    answer does not fit in max_tokens, or a part whose length cannot be bounded."""
+
+
 class UnsupportedSystemError(LlamapipeError):
     """This machine lacks something llamapipe needs for the request."""
 
@@ -123,6 +128,10 @@ class OllamaModelMissingError(ModelMissingError):
 
 class OllamaResponseError(ServerResponseError):
     """Ollama answered with an error status or broke off mid-answer."""
+
+
+class StructuredOutputUnsupportedError(ServerResponseError):
+    """The server refused the structured-output request (`response_format`, `format`)."""
 
 
 class ModelTimeoutError(BackendError):

@@ -12,6 +12,11 @@ Ollama's runner cuts it (the first `KEEP` tokens, then the last ones up to half 
 window; 200 OK, the only trace a low `prompt_eval_count`), or, with
 `overflow="refuse"`, refused with a 400 as newer servers do for some models.
 
+Structured output: a request's `format` ("json", or a JSON schema) constrains decoding with
+the grammar llamapipe's embedded model uses (pipelines/backends/structured.py), as Ollama
+constrains it with llama.cpp's grammar, so the answer is valid for the schema; every format
+received is kept in `formats`. A scripted server answers its script whatever the format.
+
 Faults can be injected for the next requests (see `Fault`): an error status, a
 slow first byte, or a stream cut off mid-way. A refused connection is simply a
 port nobody listens on (`refused_url()`).
@@ -97,6 +102,7 @@ class OllamaProtocolServer:
         # what makes a prompt that llamapipe sized for num_ctx get cut after all.
         self.max_ctx = max_ctx
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.formats: list[Any] = []  # the `format` of each generating request that had one
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._infos = {name: read_gguf_info(path) for name, path in models.items()}
@@ -126,6 +132,7 @@ class OllamaProtocolServer:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.formats.clear()
 
     def take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -140,6 +147,8 @@ class OllamaProtocolServer:
     def record(self, path: str, body: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append((path, body))
+            if path in ("/api/chat", "/api/generate") and body.get("format"):
+                self.formats.append(body["format"])
 
     # -- what the endpoints answer ------------------------------------------------------------
 
@@ -204,6 +213,23 @@ def _llama_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if params["max_tokens"] < 0:  # Ollama: -1 means "until done"
         params["max_tokens"] = 512
     return params
+
+
+def _format_grammar(answer_format: Any, max_tokens: int) -> Any:
+    """The llama.cpp grammar for Ollama's `format` ("json" or a JSON schema); None when it
+    is neither, or the schema cannot be held within `max_tokens`."""
+    from llama_cpp import LlamaGrammar
+
+    from pipelines.backends.structured import grammar_text
+    from pipelines.errors import StructuredOutputError
+
+    if answer_format != "json" and not isinstance(answer_format, dict):
+        return None
+    try:
+        text = grammar_text(None if answer_format == "json" else answer_format, max_tokens)
+    except StructuredOutputError:
+        return None
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -372,6 +398,13 @@ class _Handler(BaseHTTPRequestHandler):
             tokens = tokens[:KEEP] + tokens[-(window // 2 + 2 - KEEP) :]
         params["stop"] = [*(params["stop"] or []), *stop] or None
         params["max_tokens"] = min(params["max_tokens"], window - len(tokens))
+        answer_format = body.get("format")
+        if answer_format:
+            grammar = _format_grammar(answer_format, params["max_tokens"])
+            if grammar is None:
+                self._error(400, f"invalid format: {json.dumps(answer_format)[:80]}")
+                return
+            params["grammar"] = grammar
         started = time.perf_counter_ns()
 
         def piece(text: str) -> dict[str, Any]:

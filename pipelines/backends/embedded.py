@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.llms import LLM
 from langchain_core.messages import (
     AIMessage,
@@ -37,8 +37,10 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.backends import structured
 from pipelines.backends.llama_build import import_llama_cpp, safe_model_params
 from pipelines.errors import ContextOverflowError, LlamaCppMissingError, UsageError
 
@@ -272,8 +274,37 @@ def _usage(usage: dict[str, int] | None) -> UsageMetadata | None:
     )
 
 
+def _grammar(response_format: Any, max_tokens: int) -> Any:
+    """The llama.cpp grammar for a `response_format` within `max_tokens` (cached)."""
+    from llama_cpp import LlamaGrammar
+
+    schema = structured.response_format_schema(response_format)
+    return LlamaGrammar.from_string(structured.grammar_text(schema, max_tokens), verbose=False)
+
+
 class EmbeddedChatModel(LlamaParams, BaseChatModel):
-    """A langchain-core chat model over a GGUF file run in-process by llama.cpp."""
+    """A langchain-core chat model over a GGUF file run in-process by llama.cpp.
+
+    `with_structured_output` constrains decoding with a grammar made from the schema, so
+    the answer parses by construction (pipelines/backends/structured.py); the same happens
+    for a `response_format` passed to a call or bound: {"type": "json_object"} for any
+    JSON object, {"type": "json_object", "schema": {...}} for a JSON schema.
+    """
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["json_schema", "json_mode", "function_calling"] = "json_schema",
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """The model's answers parsed into `schema` (a pydantic class, a TypedDict or a
+        JSON schema): method "json_schema" holds decoding to the schema's grammar,
+        "json_mode" to any JSON object (the prompt must then say which keys);
+        "function_calling" (no tools here) does what "json_schema" does.
+        `include_raw=True` gives {"raw", "parsed", "parsing_error"} instead."""
+        return structured.structured_output(self, schema, method, include_raw, kwargs)
 
     @property
     def _llm_type(self) -> str:
@@ -302,6 +333,8 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         runtime.fresh()
         params = self._call_params([*(stop or []), *prompt.stop], kwargs)
         params["max_tokens"] = runtime.room_for(len(prompt.tokens), params["max_tokens"])
+        if kwargs.get("response_format") is not None:
+            params["grammar"] = _grammar(kwargs["response_format"], params["max_tokens"])
         completion = runtime.llama.create_completion(
             prompt=prompt.tokens,
             stopping_criteria=prompt.stopping_criteria,

@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import openai
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 from langchain_openai import OpenAI, OpenAIEmbeddings
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
@@ -42,6 +44,7 @@ from pipelines.errors import (
     ContextOverflowError,
     ModelTimeoutError,
     ServerResponseError,
+    StructuredOutputUnsupportedError,
 )
 
 NO_KEY = "EMPTY"  # what vLLM's docs send to a server started without --api-key
@@ -55,6 +58,23 @@ def _message(exc: openai.APIStatusError) -> str:
         if text:
             return str(text)
     return exc.message
+
+
+def _structured_refusal(base_url: str, exc: openai.APIStatusError) -> BackendError | None:
+    """The error for a server that refused a `response_format` (structured output), if
+    that is what it refused: vLLM and llama-server take a json_schema, others answer 400,
+    422 or (llama-cpp-python's server) 500 naming the field."""
+    text = _message(exc)
+    if "response_format" not in text and "json_schema" not in text:
+        return None
+    return StructuredOutputUnsupportedError(
+        f"the server at {base_url} does not take this response_format ({exc.status_code}: "
+        f"{text.splitlines()[0][:200]})",
+        hint='use with_structured_output(..., method="json_mode") (any JSON object; say the '
+        "keys in the prompt), or a server with guided decoding for JSON schemas (vLLM, "
+        "llama.cpp's llama-server); llama-cpp-python's server takes "
+        'response_format={"type": "json_object", "schema": {...}}',
+    )
 
 
 @contextlib.contextmanager
@@ -73,6 +93,9 @@ def translate_errors(base_url: str, model: str, key_env: str, timeout: float) ->
         raise not_an_api_error(base_url, 404) from None
     except openai.BadRequestError as exc:
         text = _message(exc)
+        refusal = _structured_refusal(base_url, exc)
+        if refusal is not None:
+            raise refusal from None
         if any(word in text.lower() for word in ("context", "maximum", "too long", "exceed")):
             raise ContextOverflowError(
                 f"the server at {base_url} refused the prompt: {text}",
@@ -91,6 +114,9 @@ def translate_errors(base_url: str, model: str, key_env: str, timeout: float) ->
     except (openai.APIConnectionError, httpx.ConnectError, ConnectionError) as exc:
         raise unreachable_error(base_url, reason(exc)) from None
     except openai.APIStatusError as exc:
+        refusal = _structured_refusal(base_url, exc)
+        if refusal is not None:
+            raise refusal from None
         raise ServerResponseError(
             f"the server at {base_url} answered {exc.status_code}: {_message(exc)}",
             hint="read the server's log",
@@ -222,6 +248,24 @@ class OpenAIChat(_Served, BaseChatOpenAI):
     key_env: str = DEFAULT_KEY_ENV
     token_cache: Path | None = None  # where measured token rates are kept; None: not kept
     use_responses_api: bool | None = False  # compatible servers speak chat completions
+
+    def with_structured_output(
+        self,
+        schema: Any = None,
+        *,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """As ChatOpenAI's: by default `response_format` with the JSON schema (vLLM's
+        guided decoding holds the answer to it); "json_mode" sends {"type":
+        "json_object"}. BaseChatOpenAI's own default is tool calling, which not every
+        compatible server does. A server that refuses the response_format raises a
+        StructuredOutputUnsupportedError saying what to use instead."""
+        return super().with_structured_output(
+            schema, method=method, include_raw=include_raw, strict=strict, **kwargs
+        )
 
 
 class OpenAICompletion(_Served, OpenAI):
