@@ -52,7 +52,7 @@ lock:
 	rm -rf .lock-venv
 	$(MAKE) test
 
-# The main job on the embedded model: no server, no download.
+# The main job on the embedded model: no server, and nothing fetched beyond the install.
 DEMO_ENV := LLAMAPIPE_BACKEND=embedded
 demo: install
 	@echo "== which models are there =="
