@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -225,7 +226,17 @@ class _TomlSource(TomlConfigSettingsSource):
 
 
 class _EnvSource(EnvSettingsSource):
-    """`LLAMAPIPE_*` variables; a list may be written as JSON or as `a,b,c`, as people do."""
+    """`LLAMAPIPE_*` variables; a list may be written as JSON or as `a,b,c`, as people do,
+    and an empty one is empty (`LLAMAPIPE_SEED=`: a fresh seed each call, as its
+    description says; a scheduled run pins unset settings so)."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        for name, info in self.settings_cls.model_fields.items():
+            empty = self.env_vars.get(f"{self.env_prefix}{name}".lower()) == ""
+            if empty and type(None) in typing.get_args(info.annotation):
+                values[name] = None
+        return values
 
     def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
         try:

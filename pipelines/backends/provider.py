@@ -89,6 +89,9 @@ class Provider:
     # What its settings left empty stand for: {field: (the value used, where it comes from)},
     # so `llamapipe config` shows the file in use rather than null.
     defaults: Callable[[Settings], dict[str, tuple[Any, str]]] | None = None
+    # The environment variables holding secrets it reads (an API key): never written into a
+    # schedule, which must read them from a file of the user's at run time.
+    secrets: Callable[[Settings], list[str]] | None = None
 
     def setting(self, name: str) -> str:
         """The flat setting of this provider's field `name`."""

@@ -214,4 +214,5 @@ PROVIDER = Provider(
     inventory=inventory,
     lines=lines,
     identity=identity,
+    secrets=lambda settings: [settings.openai_api_key_env],
 )
