@@ -341,8 +341,8 @@ def schedule(
 ) -> None:
     """Print (or --install) a crontab line or systemd user timer that runs SPEC.
 
-    It runs what runs now: the backend and model chosen now, its server, the settings in
-    effect, folder and interpreter, pinned in its environment (--show lists them)."""
+    It runs what runs now: the backend and model chosen now, every setting,
+    the folder and the interpreter, pinned (--show lists them)."""
     from evals.schedule import (
         check_cron,
         cron_line,
