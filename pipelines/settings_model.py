@@ -1,18 +1,5 @@
-"""All of llamapipe's settings, in one pydantic-settings model.
-
-Where a value comes from, highest priority first:
-
-1. CLI flags (or keyword arguments to `load_settings`)
-2. `LLAMAPIPE_<FIELD>` environment variables (lists as JSON or comma-separated:
-   `LLAMAPIPE_SANDBOX_MODULES=numpy,sympy`)
-3. `OLLAMA_HOST` and `OPENAI_BASE_URL`, the variables Ollama's and OpenAI's own tools read
-   (for `ollama_host` and `openai_base_url` only: what a backend declares as `env_aliases`)
-4. the TOML config file: `$LLAMAPIPE_CONFIG`, else `<user config dir>/llamapipe/config.toml`
-   (`~/.config/llamapipe/config.toml` on Linux)
-5. the defaults below, and each backend's own (pipelines/backends/providers/)
-
-`llamapipe config` prints every effective value with the layer it came from.
-"""
+"""The settings model itself (pydantic-settings), made when settings are first loaded: see
+pipelines/settings.py, which is what the rest of llamapipe imports."""
 
 from __future__ import annotations
 
@@ -36,28 +23,7 @@ from pydantic_settings import (
 
 from pipelines.backends.registry import REGISTRY
 from pipelines.errors import ConfigError
-
-APP_NAME = "llamapipe"
-ENV_PREFIX = "LLAMAPIPE_"
-CONFIG_ENV = "LLAMAPIPE_CONFIG"
-
-
-def model_field(backend: str) -> str | None:
-    """The setting that `--model` (and an eval system's `model:`) names for `backend`."""
-    return REGISTRY.model_setting(backend)
-
-
-def host_field(backend: str) -> str | None:
-    """The setting that `--host` names for `backend`."""
-    return REGISTRY.host_setting(backend)
-
-
-def default_config_file() -> Path:
-    """The TOML file read when `$LLAMAPIPE_CONFIG` is not set."""
-    override = os.environ.get(CONFIG_ENV)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+from pipelines.settings import APP_NAME, ENV_PREFIX, default_config_file
 
 
 class _Settings(BaseSettings):
@@ -189,7 +155,7 @@ def _backend_fields() -> dict[str, Any]:
     """Each registered backend's own settings, as flat fields named by its prefix."""
     fields: dict[str, Any] = {}
     for provider in REGISTRY.providers():
-        for name, info in provider.settings.model_fields.items():
+        for name, info in provider.own_fields().items():
             fields[provider.setting(name)] = (info.annotation, info)
     return fields
 
