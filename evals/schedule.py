@@ -29,7 +29,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,14 +103,14 @@ def _secret(annotation: Any) -> bool:
     return annotation is SecretStr or any(_secret(a) for a in get_args(annotation))
 
 
-def pin(settings: Settings, env_file: Path | None = None) -> Pinned:
+def pin(settings: Settings, env_file: Path | None = None, also: Iterable[str] = ()) -> Pinned:
     """The environment a later run needs to run what these settings run now, as
     `LLAMAPIPE_*` variables: the backend and model chosen now (what `auto` picks, probed
     now), then every other setting's value, at its default or not (so the variables of the
     place it runs in change nothing; an empty one is unset); then the config file's path,
     where the code is (`PYTHONPATH`), the folder and the interpreter. Secret settings are
-    left out; a key the backend reads must come from `env_file` at run time (else
-    UsageError)."""
+    left out; a key the backend (or a backend named in `also`: the spec's systems') reads
+    must come from `env_file` at run time (else UsageError)."""
     from pipelines.backends.registry import REGISTRY
 
     backend = REGISTRY.load(settings)  # built, not loaded: no weights read
@@ -129,16 +129,17 @@ def pin(settings: Settings, env_file: Path | None = None) -> Pinned:
     python_path = _python_path()
     if python_path:
         env["PYTHONPATH"] = python_path
-    keys = [n for n in (provider.secrets(settings) if provider.secrets else [])
-            if os.environ.get(n, "").strip()]  # fmt: skip
+    asked = [provider, *(REGISTRY.get(n) for n in also if n not in ("auto", provider.name))]
+    wanted = [n for p in asked if p.secrets for n in p.secrets(settings)]
+    keys = [n for n in dict.fromkeys(wanted) if os.environ.get(n, "").strip()]
     if env_file is not None:
         env_file = env_file.expanduser().absolute()
         _check_env_file(env_file, keys)
     elif keys:
         names = " and ".join(f"${n}" for n in keys)
         raise UsageError(
-            f"the {backend.name} backend reads its key from {names}, which a scheduled run "
-            "would not have; a key is never written into a schedule",
+            f"the run reads a key from {names}, which a scheduled run would not have; a key "
+            "is never written into a schedule",
             hint=f"put `{keys[0]}=...` in a file only you can read (chmod 600) and add "
             "--env-file FILE: the scheduled run reads it when it starts",
         )

@@ -155,10 +155,20 @@ def keyed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_key_is_never_written_into_a_schedule(
-    keyed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    keyed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     refused = run_cli(capsys, "eval", "schedule", str(keyed), "--cron", "0 3 * * *")
     assert refused.code == 2 and "$LAB_KEY" in refused.stderr and "--env-file" in refused.stderr
+    with monkeypatch.context() as m:  # a system naming a backend that reads a key: the same
+        m.setenv("LLAMAPIPE_BACKEND", "embedded")
+        m.setenv("OPENAI_API_KEY", "sk-openai-secret")
+        mixed = keyed.parent / "mixed.yaml"
+        mixed.write_text(keyed.read_text().replace("zero_shot}", "zero_shot, backend: openai}"))
+        other = run_cli(capsys, "eval", "schedule", str(mixed), "--cron", "0 3 * * *")
+        assert other.code == 2 and "$OPENAI_API_KEY" in other.stderr, other.stderr
     keys = tmp_path / "keys.env"
     keys.write_text("LAB_KEY=sk-very-secret\n")
     keys.chmod(0o644)

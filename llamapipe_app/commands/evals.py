@@ -364,10 +364,12 @@ def schedule(
             hint='e.g. llamapipe eval schedule evals/specs/hyangga.yaml --cron "0 3 * * *"; '
             "--show lists what is installed",
         )
-    check_inputs(load_spec(spec_path))  # a bad spec fails now, not at 3 a.m.
+    spec = load_spec(spec_path)
+    check_inputs(spec)  # a bad spec fails now, not at 3 a.m.
     on_calendar(cron) if systemd else check_cron(cron)  # and a bad schedule, before probing
     flags = {"backend": backend, "model": model}
-    pinned = pin(common.settings_from_flags(flags), env_file)
+    named = [s.backend for s in spec.systems if s.backend]  # their keys are needed too
+    pinned = pin(common.settings_from_flags(flags), env_file, also=named)
     runs = writable_folder(_out(out_dir), "runs folder")  # made now: the log goes there
     err.print(f"backend: {pinned.env.get('LLAMAPIPE_BACKEND')} ({pinned.reason})", highlight=False)
     err.print(
