@@ -3,7 +3,7 @@
 The scheduled command is `python -m cli eval run SPEC --out DIR --scheduled`, run by the
 interpreter (the venv) that made the schedule, in the folder it was made in, with the
 environment that decides what runs pinned as `LLAMAPIPE_*` variables (in the unit's
-`Environment=` lines, or in the wrapper script `DIR/schedules/<name>.sh` that a crontab
+`Environment=` lines, or in the wrapper script `DIR/schedules/<name>-<hash>.sh` that a crontab
 line runs): the backend and model chosen now (what `auto` picks, probed now: it does not
 decide again at 03:00, in cron's bare environment), the GGUF file in use, then every other
 setting as it is now (from `LLAMAPIPE_*`, `OLLAMA_HOST`, `OPENAI_BASE_URL`, the config file
@@ -188,8 +188,12 @@ def command(spec: Path, out: Path, pinned: Pinned | None = None) -> list[str]:
 
 
 def script_path(spec: Path, out: Path) -> Path:
-    """Where a crontab line's wrapper script lives: with the runs it makes."""
-    return out.resolve() / "schedules" / f"{unit_name(spec)}.sh"
+    """Where a crontab line's wrapper script lives: with the runs it makes, named by the
+    spec and its path (two `demo.yaml` in two folders have a script each)."""
+    import hashlib
+
+    tag = hashlib.sha256(str(spec.resolve()).encode()).hexdigest()[:8]
+    return out.resolve() / "schedules" / f"{unit_name(spec)}-{tag}.sh"
 
 
 def wrapper_script(spec: Path, out: Path, pinned: Pinned) -> str:

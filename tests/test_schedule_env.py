@@ -245,3 +245,11 @@ def test_unit_files_and_cron_lines_read_back_what_was_written(tmp_path: Path) ->
     ):
         assert read["pinned"] == pinned.env and read["cwd"] == str(odd)
         assert read["spec"] == str(spec) and read["command"].startswith("/py -m cli eval run")
+
+
+def test_two_specs_of_one_name_have_a_script_each(tmp_path: Path) -> None:
+    from evals.schedule import script_path
+
+    one, two = tmp_path / "a" / "demo.yaml", tmp_path / "b" / "demo.yaml"
+    assert script_path(one, tmp_path) != script_path(two, tmp_path)
+    assert script_path(one, tmp_path).name.startswith("llamapipe-eval-demo-")
