@@ -101,7 +101,7 @@ def slowest_imports(tree: Path, args: list[str], top: int = 8) -> list[dict[str,
 
 
 def main(out_dir: Path, runs: int | None = None) -> dict[str, Any]:
-    runs = runs or int(os.environ.get("LLAMAPIPE_BENCH_RUNS", "0") or RUNS)
+    runs = runs or int(os.environ.get("LLAMAPIPE_BENCH_RUNS") or RUNS)
     trees = {"now": ROOT}
     baseline = os.environ.get("LLAMAPIPE_BENCH_BASELINE", "")
     if baseline:

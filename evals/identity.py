@@ -6,6 +6,8 @@ and the task's options; or the file of outputs it was given."""
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,24 @@ def ran_by_model(task: Task, system: SystemSpec, backend: Any, settings: Setting
         "prompt": prompt_identity(task.prompt_names(system)),
         "params": {k: getattr(settings, k) for k in PARAMS},
         "options": {k: getattr(system, k) for k in options},
+    }
+
+
+def environment(settings: Settings) -> dict[str, Any]:
+    """What a run ran in: every setting's value (secret ones left out), the config file, the
+    folder and the interpreter; a scheduled run records the same as the run it pins."""
+    from pydantic import SecretStr
+
+    values = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if not isinstance(value, SecretStr):
+            values[name] = str(value) if isinstance(value, Path) else value
+    return {
+        "settings": values,
+        "config_file": str(settings.config_file),
+        "cwd": os.getcwd(),
+        "python": sys.executable,
     }
 
 

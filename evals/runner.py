@@ -1,11 +1,11 @@
 """Running a spec: outputs (cached, resumable), scores, intervals, history, reports.
 
-A run lives in `<out>/<run-id>/`: `run.json` (what is being run, and what each system ran:
-evals/identity.py), `results.jsonl` (one line per system and item, appended as each
-finishes), then `summary.json`, `report.md` and `report.html` when it is done. Running an
-unchanged spec again after a crash or a kill resumes the unfinished run: finished lines are
-kept, a torn last line is cut, and the rest is produced (from the cache when the model had
-already answered).
+A run lives in `<out>/<run-id>/`: `run.json` (what is being run, what each system ran and
+the environment it ran in: evals/identity.py), `results.jsonl` (one line per system and
+item, appended as each finishes), then `summary.json`, `report.md` and `report.html` when
+it is done. Running an unchanged spec again after a crash or a kill resumes the unfinished
+run: finished lines are kept, a torn last line is cut, and the rest is produced (from the
+cache when the model had already answered).
 
 The runner drives every task alike and knows none by name (evals/tasks/ registers them): it
 asks each system's missing items of the task, at most `concurrency` at once, and writes each
@@ -21,13 +21,14 @@ from typing import Any
 
 from evals.cache import OutputCache
 from evals.context import ModelFactory, Progress, RunContext, backend_for, concurrency_for
-from evals.identity import ran_by_model, ran_from_outputs
+from evals.identity import environment, ran_by_model, ran_from_outputs
 from evals.runs import (
     Failures,
     append_line,
     finish_run,
     open_run,
     read_results,
+    record_environment,
     record_ran,
     truncation_recorded,
 )
@@ -54,6 +55,7 @@ def run_spec(
     task = task_for(spec, out, settings)
     items = task.load()[: spec.limit]  # the first `limit` items (`eval run --limit`)
     run_dir, resumed = open_run(out, spec)
+    record_environment(run_dir, environment(settings))
     results_path = run_dir / "results.jsonl"
     done = {(r["system"], r["id"]) for r in read_results(results_path)}
     ctx = RunContext(

@@ -126,6 +126,14 @@ def record_ran(run_dir: Path, ran: dict[str, Any]) -> None:
     path.write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str))
 
 
+def record_environment(run_dir: Path, environment: dict[str, Any]) -> None:
+    """What the run ran in (evals/identity.py), in run.json; a resumed run keeps the first."""
+    path = run_dir / "run.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.setdefault("environment", environment)
+    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str))
+
+
 def finish_run(
     out: Path,
     run_dir: Path,

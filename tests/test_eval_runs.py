@@ -305,10 +305,16 @@ def test_a_schedule_pins_the_backend_and_model_auto_chose(
     here = OllamaStatus("http://10.0.0.5:11434", True, "0.6", [{"name": "llama3.1:8b"}])
     monkeypatch.setattr(ollama, "probe", lambda host, timeout: here)  # Ollama is up now
     monkeypatch.setenv("OLLAMA_HOST", "http://10.0.0.5:11434")  # from the shell: not in cron
+    from evals.schedule import read_cron_line
+
     r = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *")
     assert r.code == 0, r.stderr
-    assert " LLAMAPIPE_BACKEND=ollama LLAMAPIPE_OLLAMA_MODEL=llama3.1:8b " in r.stdout
-    assert "LLAMAPIPE_OLLAMA_HOST=http://10.0.0.5:11434 " in r.stdout
+    pinned = read_cron_line(r.stdout.strip())["pinned"]  # from the script the line runs
+    assert list(pinned)[:2] == ["LLAMAPIPE_BACKEND", "LLAMAPIPE_OLLAMA_MODEL"]
+    assert (pinned["LLAMAPIPE_BACKEND"], pinned["LLAMAPIPE_OLLAMA_MODEL"]) == (
+        "ollama", "llama3.1:8b",
+    )  # fmt: skip
+    assert pinned["LLAMAPIPE_OLLAMA_HOST"] == "http://10.0.0.5:11434"
     timer = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--systemd")
     assert 'Environment="LLAMAPIPE_BACKEND=ollama"\n' in timer.stdout
     assert 'Environment="LLAMAPIPE_OLLAMA_MODEL=llama3.1:8b"\n' in timer.stdout
@@ -316,8 +322,11 @@ def test_a_schedule_pins_the_backend_and_model_auto_chose(
     monkeypatch.setattr(ollama, "probe", lambda host, timeout: gone)
     monkeypatch.delenv("OLLAMA_HOST")
     embedded = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *")
-    assert f"LLAMAPIPE_BACKEND=embedded LLAMAPIPE_GGUF={default_gguf()} " in embedded.stdout
-    assert "HOST" not in embedded.stdout, "a default server is not pinned"
+    pinned = read_cron_line(embedded.stdout.strip())["pinned"]
+    assert (pinned["LLAMAPIPE_BACKEND"], pinned["LLAMAPIPE_GGUF"]) == (
+        "embedded", str(default_gguf()),
+    )  # fmt: skip
+    assert pinned["LLAMAPIPE_OLLAMA_HOST"] == "http://127.0.0.1:11434", "the default, pinned"
 
 
 def test_history_marks_a_system_that_ran_something_else_in_earlier_runs() -> None:

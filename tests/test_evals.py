@@ -21,7 +21,7 @@ from evals.context import RunContext, backend_for
 from evals.data import load_translation
 from evals.metrics import corpus_scores
 from evals.runner import read_results, run_spec
-from evals.schedule import AlreadyRunning, cron_line, run_lock
+from evals.schedule import AlreadyRunning, cron_line, read_cron_line, run_lock
 from evals.spec import SystemSpec, load_spec
 from evals.tasks import TASKS, register
 from evals.tasks.answers import AnswerTask
@@ -357,7 +357,9 @@ def test_schedule_prints_a_cron_line(
     r = run_cli(
         capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--out", str(tmp_path / "o")
     )
-    assert r.code == 0 and r.stdout.startswith("0 3 * * * ") and "--scheduled" in r.stdout
+    assert r.code == 0 and r.stdout.startswith("0 3 * * * ")
+    script = Path(read_cron_line(r.stdout.strip())["script"])  # runs `eval run --scheduled`
+    assert script.parent == tmp_path / "o" / "schedules" and "--scheduled" in script.read_text()
     assert run_cli(capsys, "eval", "schedule", str(path), "--cron", "every day").code == 2
     assert cron_line("*/5 * * * *", path, tmp_path).endswith(str(path.resolve()))
 
@@ -703,7 +705,7 @@ def test_schedule_install_without_crontab_gives_the_line_to_add(
     r = run_cli(capsys, "eval", "schedule", str(path), "--cron", "0 3 * * *", "--install")
     assert r.code == 2 and "no `crontab` command here" in r.stderr
     hint = next(line for line in r.stderr.splitlines() if line.startswith("hint:"))
-    assert "0 3 * * *" in hint and "--scheduled" in hint, "the line itself, to add by hand"
+    assert "0 3 * * *" in hint and "llamapipe-eval-spec-" in hint, "the line, to add by hand"
 
 
 def test_schedule_systemd_failure_says_what_was_done_and_what_is_left(

@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # What no command line needs to show help: each costs 0.05-0.5 s to import.
 HEAVY = ("langchain_core", "langchain_ollama", "langchain_openai", "openai", "ollama",
          "fastapi", "uvicorn", "numpy", "kiwipiepy", "llama_cpp", "bm25s", "jinja2",
-         "pipelines.rag", "pipelines.toolkit", "evals.runner", "llamapipe_app.web")  # fmt: skip
+         "pipelines.rag", "pipelines.toolkit", "evals.runner", "llamapipe_app.web",
+         # the settings model (pydantic, pydantic-settings) and the backends' modules (their
+         # settings are pydantic models): help names the backends, it never makes settings
+         "pydantic", "pydantic_settings", "pipelines.settings_model",
+         "pipelines.backends.providers.ollama", "pipelines.backends.providers.embedded",
+         "pipelines.backends.providers.openai")  # fmt: skip
 # `models` loads llama.cpp (its version and build) and looks at servers, but builds no model.
 HEAVY_FOR_MODELS = ("langchain_core", "langchain_ollama", "langchain_openai", "openai",
                     "ollama", "fastapi", "uvicorn", "kiwipiepy", "pipelines.rag")  # fmt: skip
@@ -62,11 +67,48 @@ def _run(args: list[str], heavy: tuple[str, ...], **env: str) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["rag", "--help"], ["eval", "-h"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--version"], ["rag", "--help"], ["eval", "-h"], ["chat", "--help"],
+     ["eval", "schedule", "--help"]],
+)  # fmt: skip
 def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
     report = _run(args, HEAVY)
     assert report["code"] == 0
     assert report["imported"] == [], f"`llamapipe {' '.join(args)}` imported {report['imported']}"
+
+
+def test_the_backends_are_listed_without_importing_them() -> None:
+    """The registry knows the backends by name (providers/__init__.py) and imports a
+    backend's module only when asked more of it; `Settings` is made on first use."""
+    probe = (
+        "import sys\n"
+        "from pipelines.backends.registry import REGISTRY\n"
+        "from pipelines.settings import Settings, load_settings\n"
+        "names = REGISTRY.choices()\n"
+        "light = not any(m in sys.modules for m in ('pydantic', 'pipelines.settings_model'))\n"
+        "made = isinstance(load_settings(), Settings) and 'backend' in Settings.model_fields\n"
+        "print(names, light, made, [p.name for p in REGISTRY.providers()])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("] ", 1)[1].strip() == "True True ['ollama', 'embedded', 'openai']"
+    assert done.stdout.startswith("['auto', 'ollama', 'embedded', 'openai']")
+
+
+def test_a_declared_backend_must_be_what_its_module_makes() -> None:
+    from pipelines.backends import Registry
+    from pipelines.backends.providers import load
+
+    registry = Registry()
+    registry.declare("ollama", lambda: load("ollama"))
+    registry.declare("olama", lambda: load("ollama"))  # a typo in the list of names
+    assert registry.names() == ["ollama", "olama"]
+    assert registry.get("ollama").name == "ollama"
+    with pytest.raises(ValueError, match="'olama' was declared, but its module makes 'ollama'"):
+        registry.get("olama")
 
 
 def test_tab_completion_imports_nothing_heavy() -> None:

@@ -114,7 +114,7 @@ ConcurrencyFlag = Annotated[
         min=1,
         max=256,
         help="Model calls at once (default: LLAMAPIPE_CONCURRENCY, else what the backend "
-        "declares: " + ", ".join(f"{p.name} {p.concurrency}" for p in REGISTRY.providers()) + ").",
+        "declares: `llamapipe config` shows each).",
     ),
 ]
 VerboseFlag = Annotated[

@@ -313,8 +313,10 @@ def _spark(values: list[float]) -> str:
 
 @app.command("schedule")
 def schedule(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
-    cron: Annotated[str, typer.Option("--cron", help='When, in cron syntax, e.g. "0 3 * * *".')],
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]")] = None,
+    cron: Annotated[
+        Optional[str], typer.Option("--cron", help='When, in cron syntax, e.g. "0 3 * * *".')
+    ] = None,
     out_dir: OutFlag = None,
     install: Annotated[
         bool, typer.Option("--install", help="Add the line to your crontab (or the timer).")
@@ -326,37 +328,99 @@ def schedule(
         Optional[str], typer.Option("--backend", metavar="NAME", help="Pin this backend.")
     ] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Pin this model.")] = None,
+    env_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--env-file", help="Read at run time (API keys): NAME=value lines, chmod 600."
+        ),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="List the installed schedules and what each pins.")
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print (or --install) a crontab line or systemd user timer that runs SPEC.
 
-    It runs on the backend and model chosen now (pinned in its environment)."""
-    import platformdirs
-
+    It runs what runs now: the backend and model chosen now, every setting,
+    the folder and the interpreter, pinned (--show lists them)."""
     from evals.schedule import (
         check_cron,
         cron_line,
         install_cron,
         install_systemd,
         on_calendar,
-        pinned_environment,
+        pin,
+        systemd_dir,
         systemd_units,
+        write_wrapper,
     )
     from evals.spec import check_inputs, load_spec
 
-    check_inputs(load_spec(spec_path))  # a bad spec fails now, not at 3 a.m.
+    if show:
+        return _show_schedules(spec_path, as_json)
+    if spec_path is None or cron is None:
+        raise UsageError(
+            "eval schedule needs a SPEC and --cron",
+            hint='e.g. llamapipe eval schedule evals/specs/hyangga.yaml --cron "0 3 * * *"; '
+            "--show lists what is installed",
+        )
+    spec = load_spec(spec_path)
+    check_inputs(spec)  # a bad spec fails now, not at 3 a.m.
     on_calendar(cron) if systemd else check_cron(cron)  # and a bad schedule, before probing
-    env = pinned_environment(common.settings_from_flags({"backend": backend, "model": model}))
+    flags = {"backend": backend, "model": model}
+    named = [s.backend for s in spec.systems if s.backend]  # their keys are needed too
+    pinned = pin(common.settings_from_flags(flags), env_file, also=named)
+    runs = writable_folder(_out(out_dir), "runs folder")  # made now: the log goes there
+    err.print(f"backend: {pinned.env.get('LLAMAPIPE_BACKEND')} ({pinned.reason})", highlight=False)
+    err.print(
+        f"pinned: {len(pinned.env)} variables (every setting, the config file, PYTHONPATH); "
+        f"runs in {pinned.cwd} with {pinned.python}"
+        + (f", reading {pinned.env_file} first" if pinned.env_file else "")
+        + "; `eval schedule --show` lists them once installed",
+        highlight=False,
+    )
     if systemd:
-        units = systemd_units(cron, spec_path, _out(out_dir), env)
+        units = systemd_units(cron, spec_path, runs, pinned)
         if install:
-            where = Path(platformdirs.user_config_dir("systemd")) / "user"
-            for done in install_systemd(units, where):
+            for done in install_systemd(units, systemd_dir()):
                 err.print(done, highlight=False)
         for file, text in units.items():
             out.print(f"# {file}\n{text}", markup=False, highlight=False)
         return
-    line = cron_line(cron, spec_path, _out(out_dir), env)
+    script = write_wrapper(spec_path, runs, pinned)
+    err.print(f"wrote {script} (what the line runs, in that environment)", highlight=False)
+    line = cron_line(cron, spec_path, runs, pinned)
     if install:
         install_cron(line, spec_path)
         err.print("installed in your crontab (crontab -l to see it)")
     out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_schedules(spec_path: Path | None, as_json: bool) -> None:
+    """The installed schedules (of SPEC, when given) and what each pins."""
+    from evals.schedule import installed
+
+    found = installed()
+    if spec_path is not None:
+        found = [s for s in found if s["spec"] == str(spec_path.resolve())]
+    if as_json:
+        print_json({"schedules": found})
+        return
+    if not found:
+        err.print("no llamapipe eval schedules installed (crontab -l, ~/.config/systemd/user)")
+        return
+    for s in found:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        table.add_row(s["kind"], f"{s['when']}  {s['spec']}")
+        table.add_row("runs in", s["cwd"] or "(not pinned)")
+        table.add_row("runs", s["command"])
+        if s["env_file"]:
+            table.add_row("reads", f"{s['env_file']} (keys, at run time)")
+        for i, (name, value) in enumerate(s["pinned"].items()):
+            table.add_row("pinned" if i == 0 else "", f"{name}={value}")
+        if not s["pinned"]:
+            table.add_row("pinned", "nothing: `auto` decides again at run time; schedule it anew")
+        out.print(table, highlight=False)
+        out.print()

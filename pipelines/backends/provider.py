@@ -1,11 +1,14 @@
 """What a backend is to the rest of llamapipe: one `Provider`, declared in one module.
 
-A provider names itself, brings its own settings model (its fields become flat settings,
-`<name>_<field>`, so `ollama_host` and `LLAMAPIPE_OLLAMA_HOST` are Ollama's `host`), says
-whether it can serve (`select`), builds the models (`build`), finds an embeddings model for
-dense retrieval (`embeddings`), its default number of calls at once, and how it describes
-itself in `llamapipe models`. `registry.py` holds the providers; nothing else in the project
-compares backend names.
+A provider names itself (a built-in one as its module in providers/ is named), brings its
+own settings model (its fields become flat settings, `<name>_<field>`, so `ollama_host` and
+`LLAMAPIPE_OLLAMA_HOST` are Ollama's `host`), says whether it can serve (`select`), builds
+the models (`build`), finds an embeddings model for dense retrieval (`embeddings`), its
+default number of calls at once, and how it describes itself in `llamapipe models`.
+`registry.py` holds the providers; nothing else in the project compares backend names.
+
+This module imports no pydantic (a settings model is the provider's own), so the registry
+can list the backends for `--help` at the cost of a few dataclasses.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel, BaseLLM
+    from pydantic import BaseModel
 
     from pipelines.settings import Settings
 
@@ -57,10 +59,6 @@ class Choice:
     found: Any = None  # what probing found, handed on to `build`
 
 
-class NoSettings(BaseModel):
-    """A provider without settings of its own."""
-
-
 @dataclass(frozen=True)
 class Provider:
     """One backend. Only `name`, `summary`, `select` and `build` are required."""
@@ -72,7 +70,7 @@ class Provider:
     # named this provider's model or server, so that no other model answers instead.
     select: Callable[[Settings, Mode], Choice]
     build: Callable[[Settings, Choice], Backend]
-    settings: type[BaseModel] = NoSettings
+    settings: type[BaseModel] | None = None  # a pydantic model of its own settings, if any
     prefix: str | None = None  # of its flat settings; None: "<name>_"
     env_aliases: dict[str, str] = field(default_factory=dict)  # setting -> another tool's var
     model_setting: str | None = None  # what `--model` (an eval system's `model:`) sets
@@ -89,16 +87,25 @@ class Provider:
     # What its settings left empty stand for: {field: (the value used, where it comes from)},
     # so `llamapipe config` shows the file in use rather than null.
     defaults: Callable[[Settings], dict[str, tuple[Any, str]]] | None = None
+    # The environment variables holding secrets it reads (an API key): never written into a
+    # schedule, which must read them from a file of the user's at run time.
+    secrets: Callable[[Settings], list[str]] | None = None
 
     def setting(self, name: str) -> str:
         """The flat setting of this provider's field `name`."""
         return f"{self.name}_{name}" if self.prefix is None else f"{self.prefix}{name}"
 
     def setting_names(self) -> list[str]:
-        return [self.setting(n) for n in self.settings.model_fields]
+        return [self.setting(n) for n in self.own_fields()]
+
+    def own_fields(self) -> dict[str, Any]:
+        """Its settings model's fields (name: pydantic FieldInfo); {} without one."""
+        return dict(self.settings.model_fields) if self.settings is not None else {}
 
     def read(self, settings: Settings) -> Any:
         """This provider's own settings model, filled from the flat settings."""
+        if self.settings is None:
+            return None
         return self.settings.model_validate(
-            {n: getattr(settings, self.setting(n)) for n in self.settings.model_fields}
+            {n: getattr(settings, self.setting(n)) for n in self.own_fields()}
         )

@@ -6,11 +6,16 @@ a module declaring a `Provider` (see providers/) and one `register` line.
 
 `auto` tries the providers that allow it, in registration order (Ollama, then embedded),
 and takes the first that can serve; its reason says what it passed over and why.
+
+The built-in providers are declared by name (providers/__init__.py) and each module is
+imported the first time its provider is asked for more than its name: `names()` and
+`choices()` (what `--help` shows) import none of them, nor pydantic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipelines.backends.provider import Backend, Choice, Found, Provider
@@ -22,42 +27,66 @@ if TYPE_CHECKING:
 
 class Registry:
     def __init__(self, providers: Iterable[Provider] = ()) -> None:
-        self._providers: dict[str, Provider] = {}
+        # name -> the provider, or what imports it (declared by name, built on first use)
+        self._providers: dict[str, Provider | Callable[[], Provider]] = {}
         self.frozen_settings = False  # set once Settings has its fields (pipelines/settings.py)
         for provider in providers:
             self.register(provider)
 
     def register(self, provider: Provider) -> Provider:
-        if provider.name in self._providers or provider.name == "auto":
-            raise ValueError(f"a backend named {provider.name!r} is already registered")
-        if self.frozen_settings and provider.settings.model_fields:
+        self._check_new(provider.name)
+        if self.frozen_settings and provider.own_fields():
             raise ValueError(
                 f"backend {provider.name!r} brings settings, but Settings is already made: "
-                "register it before pipelines.settings is imported"
+                "register it before settings are first loaded"
             )
         self._providers[provider.name] = provider
+        return provider
+
+    def declare(self, name: str, load: Callable[[], Provider]) -> None:
+        """A provider known by name now, imported (`load()`) when first asked for more:
+        listing the names costs nothing, so `--help` imports no backend."""
+        self._check_new(name)
+        if self.frozen_settings:
+            raise ValueError(f"backend {name!r} is declared after Settings is made")
+        self._providers[name] = load
+
+    def _check_new(self, name: str) -> None:
+        if name in self._providers or name == "auto":
+            raise ValueError(f"a backend named {name!r} is already registered")
+
+    def _loaded(self, name: str) -> Provider:
+        entry = self._providers[name]
+        if isinstance(entry, Provider):
+            return entry
+        provider = entry()
+        if provider.name != name:
+            raise ValueError(
+                f"backend {name!r} was declared, but its module makes {provider.name!r}"
+            )
+        self._providers[name] = provider
         return provider
 
     def unregister(self, name: str) -> None:
         del self._providers[name]
 
     def get(self, name: str) -> Provider:
-        try:
-            return self._providers[name]
-        except KeyError:
+        if name not in self._providers:
             raise UsageError(
                 f"unknown backend {name!r}", hint=f"use one of: {', '.join(self.choices())}"
             ) from None
+        return self._loaded(name)
 
     def names(self) -> list[str]:
+        """The backends' names, no provider imported."""
         return list(self._providers)
 
     def choices(self) -> list[str]:
-        """What `backend` may be set to."""
+        """What `backend` may be set to (no provider imported)."""
         return ["auto", *self._providers]
 
     def providers(self) -> list[Provider]:
-        return list(self._providers.values())
+        return [self._loaded(name) for name in list(self._providers)]
 
     def model_setting(self, backend: str) -> str | None:
         """The setting `--model` names; for `auto`, that of the first provider `auto` tries."""
@@ -68,16 +97,15 @@ class Registry:
 
     def _named(self, backend: str) -> Provider:
         if backend == "auto":
-            return next(p for p in self._providers.values() if p.auto)
+            return next(p for p in self.providers() if p.auto)
         return self.get(backend)
 
     def concurrency(self, backend: str) -> int:
-        provider = self._providers.get(backend)
-        return provider.concurrency if provider else 1
+        return self._loaded(backend).concurrency if backend in self._providers else 1
 
     def describe(self, model: Any) -> tuple[str, str] | None:
         """(backend, model name) of a model some provider built; None when none did."""
-        for provider in self._providers.values():
+        for provider in self.providers():
             name = provider.owns(model) if provider.owns else None
             if name is not None:
                 return provider.name, name
@@ -86,8 +114,10 @@ class Registry:
     def identity(self, settings: Settings, backend: Backend) -> dict[str, Any]:
         """What its provider says pins `backend`'s model down (a digest, a file hash); {}
         when the provider says nothing or is not registered."""
-        provider = self._providers.get(backend.name)
-        if provider is None or provider.identity is None:
+        if backend.name not in self._providers:
+            return {}
+        provider = self._loaded(backend.name)
+        if provider.identity is None:
             return {}
         return provider.identity(settings, backend)
 
@@ -98,7 +128,7 @@ class Registry:
             choice = provider.select(settings, "asked")
             return provider, choice.reason, choice.found
         passed: list[str] = []
-        for provider in self._providers.values():
+        for provider in self.providers():
             if not provider.auto:
                 continue
             choice = provider.select(settings, "auto")
@@ -118,7 +148,7 @@ class Registry:
         """Dense retrieval's model for `settings`, and why. The chosen backend's when it
         offers one; when it is one `auto` tries (or `auto` itself), the next of those after
         it that does (so Ollama without an embedding model falls to `embed_gguf`)."""
-        chain = [p for p in self._providers.values() if p.auto]
+        chain = [p for p in self.providers() if p.auto]
         if settings.backend != "auto":
             asked = self.get(settings.backend)
             chain = chain[chain.index(asked) :] if asked in chain else [asked]
@@ -137,9 +167,12 @@ class Registry:
 
 
 def _built_in() -> Registry:
-    from pipelines.backends.providers import BUILT_IN
+    from pipelines.backends import providers
 
-    return Registry(BUILT_IN)
+    registry = Registry()
+    for name in providers.NAMES:  # by name: each module is imported when first needed
+        registry.declare(name, functools.partial(providers.load, name))
+    return registry
 
 
 REGISTRY = _built_in()  # what `Settings` and every front end use

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from pipelines.settings import Settings
 
 
+NAME = __name__.rpartition(".")[2]  # the backend is named as its module (see __init__.py)
+
+
 class EmbeddedSettings(BaseModel):
     gguf: Path | None = Field(
         None,
@@ -80,7 +83,7 @@ def build(settings: Settings, choice: Choice) -> Backend:
         )
     chat = EmbeddedChatModel(**params)
     return Backend(
-        name="embedded",
+        name=NAME,
         model=chat.model_name,
         chat=chat,
         completion=EmbeddedLLM(**params),
@@ -186,7 +189,7 @@ def lines(doc: dict[str, Any]) -> list[Any]:
 
 
 PROVIDER = Provider(
-    name="embedded",
+    name=NAME,
     summary="'embedded' (llama.cpp in-process)",
     select=select,
     build=build,

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from pipelines.settings import Settings
 
 
+NAME = __name__.rpartition(".")[2]  # the backend is named as its module (see __init__.py)
+
+
 class OllamaSettings(BaseModel):
     host: str = Field(
         "http://127.0.0.1:11434", description="Ollama server address; OLLAMA_HOST is honoured too."
@@ -91,7 +94,7 @@ def build(settings: Settings, choice: Choice) -> Backend:
             client_kwargs={"timeout": settings.timeout},
         )
     return Backend(
-        name="ollama",
+        name=NAME,
         model=settings.ollama_model,
         chat=OllamaChat(model=settings.ollama_model, **options),
         completion=OllamaCompletion(model=settings.ollama_model, **options),
@@ -108,7 +111,7 @@ def embeddings(settings: Settings, probe: Probe = _probe) -> Found:
     if status.reachable and status.has_model(name):
         embed = OllamaEmbed(model=name, base_url=host, client_kwargs={"timeout": settings.timeout})
         return embed, name, f"{name} via Ollama at {host}"
-    if settings.backend == "ollama" or status.reachable:
+    if settings.backend == NAME or status.reachable:
         return (
             None,
             "",
@@ -163,7 +166,7 @@ def lines(doc: dict[str, Any]) -> list[Any]:
 def provider(probe: Probe = _probe) -> Provider:
     """Ollama's provider; tests pass a `probe` that answers for a server."""
     return Provider(
-        name="ollama",
+        name=NAME,
         summary="'ollama' (an Ollama server)",
         select=functools.partial(select, probe=probe),
         build=build,

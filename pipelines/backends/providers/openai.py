@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from pipelines.settings import Settings
 
 
+NAME = __name__.rpartition(".")[2]  # the backend is named as its module (see __init__.py)
+
+
 class OpenAISettings(BaseModel):
     base_url: str = Field(
         "http://127.0.0.1:8000/v1",
@@ -94,7 +97,7 @@ def build(settings: Settings, choice: Choice) -> Backend:
     if settings.openai_embed_model:
         embeddings = _embeddings(settings, status)
     return Backend(
-        name="openai",
+        name=NAME,
         model=model,
         chat=OpenAIChat(**common, **sampling, stop_sequences=stop),
         completion=OpenAICompletion(
@@ -167,13 +170,12 @@ def inventory(settings: Settings) -> dict[str, Any]:
     from pipelines.backends.openai_probe import api_key, normalize_base_url, probe_server
 
     base_url = normalize_base_url(settings.openai_base_url)
-    timeout = settings.timeout if settings.backend == "openai" else settings.probe_timeout
+    timeout = settings.timeout if settings.backend == NAME else settings.probe_timeout
     status = probe_server(base_url, api_key(settings.openai_api_key_env), timeout)
     model = settings.openai_model or next(iter(status.model_names), "")
     return {
         "base_url": base_url,
-        "configured": settings.backend == "openai"
-        or settings.origin("openai_base_url") != "default",
+        "configured": settings.backend == NAME or settings.origin("openai_base_url") != "default",
         "reachable": status.reachable,
         "error": status.error,
         "api_key_env": settings.openai_api_key_env,
@@ -200,7 +202,7 @@ def lines(doc: dict[str, Any]) -> list[Any]:
 
 
 PROVIDER = Provider(
-    name="openai",
+    name=NAME,
     summary="'openai' (an OpenAI-compatible server: vLLM, llama-server...)",
     select=select,
     build=build,
@@ -214,4 +216,5 @@ PROVIDER = Provider(
     inventory=inventory,
     lines=lines,
     identity=identity,
+    secrets=lambda settings: [settings.openai_api_key_env],
 )
