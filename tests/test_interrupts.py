@@ -197,7 +197,7 @@ def test_rag_ingest_interrupted_in_the_vectors_says_which_chunks_lack_them(
         str(marks / "embed-1"), "--", "rag", "ingest", "docs", "--index", "index", after=0.5,
     )  # fmt: skip
     assert re.search(r"the 6 files listed above .* are in the index", stderr), stderr
-    lacking = re.search(r"; (\d+) of their chunks have no vectors yet", stderr)
+    lacking = re.search(r"; (\d+) chunks in it have no vectors yet", stderr)
     assert lacking, stderr
     assert "the missing vectors are added" in stderr
     import sqlite3

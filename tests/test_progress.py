@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("progress_cli.py")
 ANSWER = "```python\ndef solution():\n    return 84\n```"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+OPEN: list[Terminal] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed_terminals() -> Iterator[None]:
+    """Every pty this test opened is closed after it (its child killed if still there), so
+    no descriptor outlives the test (other tests count them)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
 
 
 class Terminal:
@@ -53,6 +65,15 @@ class Terminal:
         self.raw = ""
         self.code: int | None = None
         self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        OPEN.append(self)
+
+    def close(self) -> None:
+        if self.code is None:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
     @property
     def seen(self) -> str:
@@ -68,7 +89,7 @@ class Terminal:
             return False
         return True
 
-    def read_until(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+    def read_until(self, pattern: str, timeout: float = 90.0) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         while not (found := re.search(pattern, self.seen)):
             left = deadline - time.monotonic()
@@ -82,7 +103,7 @@ class Terminal:
             self.code = os.waitstatus_to_exitcode(status)
         return self.code is None
 
-    def wait(self, timeout: float = 60.0) -> int:
+    def wait(self, timeout: float = 120.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():

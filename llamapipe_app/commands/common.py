@@ -170,6 +170,10 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
 class _Count(ProgressColumn):
     """`done/total unit`, or the task's own `count` field when it has one."""
 
@@ -271,9 +275,8 @@ def samples_warning(backend: Any, samples: int, settings: Settings, what: str = 
     most = samples * settings.max_tokens / _ASSUMED_TOKENS_PER_SECOND
     err.print(
         f"[yellow]note:[/yellow] --samples {samples}{what} on the {backend.name} model runs "
-        f"{samples} generations one after another (it answers one at a time): roughly "
-        f"{samples}x one answer, up to ~{_clock(most)} (m:ss) at {settings.max_tokens} "
-        "tokens each",
+        f"{samples} generations one after another (it answers one at a time): about "
+        f"{samples}x one answer, up to ~{_duration(most)} at {settings.max_tokens} tokens each",
         highlight=False,
     )
 

@@ -166,7 +166,7 @@ def _interrupted(
             message += "; no other file was added"
     if lacking:
         message += (
-            f"; {lacking} of their chunks have no vectors yet (dense retrieval misses them "
+            f"; {lacking} chunks in it have no vectors yet (dense retrieval misses them "
             "until they do)"
         )
     return Interrupted(
