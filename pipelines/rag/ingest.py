@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -108,8 +109,29 @@ def ingest(
         report.files.append(problem)
         if on_file:
             on_file(problem)
-    with index._connect() as db:
+    db = index._connect()  # one connection for the files' transactions
+    try:
         known = dict(db.execute("SELECT source, sha256 FROM documents").fetchall())
+        committed = _ingest_files(index, db, found, known, report, on_file)
+    finally:
+        db.close()
+    if index.embeddings is not None:
+        report.vectors_added = add_vectors(index, on_vectors=on_vectors)
+    if committed:
+        index._checkpoint()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _ingest_files(
+    index: Index,
+    db: sqlite3.Connection,
+    found: list[tuple[str, Path]],
+    known: dict[str, str],
+    report: IngestReport,
+    on_file: OnFile | None,
+) -> int:
+    """Read, chunk, tokenise and commit each file in turn; how many were committed."""
     committed = 0
     for source, path in found:
         status = FileStatus(source, "added")
@@ -135,17 +157,12 @@ def ingest(
         status.chunks = len(spans)
         rows = _rows(doc, spans)
         with _sigint_held():
-            _commit(index, doc, rows)
+            _commit(index, db, doc, rows)
             committed += 1
             report.files.append(status)
             if on_file:
                 on_file(status)
-    if index.embeddings is not None:
-        report.vectors_added = add_vectors(index, on_vectors=on_vectors)
-    if committed:
-        index._checkpoint()
-    report.seconds = time.perf_counter() - started
-    return report
+    return committed
 
 
 def _rows(doc: LoadedDocument, spans: list[tuple[int, int]]) -> list[tuple[Any, ...]]:
@@ -160,27 +177,28 @@ def _rows(doc: LoadedDocument, spans: list[tuple[int, int]]) -> list[tuple[Any, 
     return rows
 
 
-def _commit(index: Index, doc: LoadedDocument, rows: list[tuple[Any, ...]]) -> None:
+def _commit(
+    index: Index, db: sqlite3.Connection, doc: LoadedDocument, rows: list[tuple[Any, ...]]
+) -> None:
     """One file in one transaction: its old chunks (if any) out, its new ones in."""
-    with index._connect() as db:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
-            db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (doc.source, doc.kind, doc.sha256, doc.size, doc.text,
-                 json.dumps([p.__dict__ for p in doc.pages]), time.time()),
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            index._bump(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
+        db.execute(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (doc.source, doc.kind, doc.sha256, doc.size, doc.text,
+             json.dumps([p.__dict__ for p in doc.pages]), time.time()),
+        )  # fmt: skip
+        db.executemany(
+            "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        index._bump(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def missing_vectors(index: Index) -> list[tuple[int, str]]:
