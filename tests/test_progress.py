@@ -264,6 +264,23 @@ def test_a_session_turn_says_it_is_reading_the_prompt(tmp_path: Path) -> None:
     assert term.wait() == 0
 
 
+def test_the_repl_says_it_is_reading_the_prompt_at_each_turn(tmp_path: Path) -> None:
+    term = Terminal(
+        "chat", "-i", "--session", "r", cwd=tmp_path,
+        driver=("--reply", "Hi there.", "--first-delay", "1.5"),
+    )  # fmt: skip
+    for turn in range(2):
+        term.read_until("›" + "[^›]*›" * turn)  # the prompt for this turn
+        time.sleep(0.1)
+        os.write(term.fd, f"hello {turn}\r".encode())
+        term.read_until(rf"hello {turn}[\s\S]*{READING}")
+        term.read_until(rf"hello {turn}[\s\S]*Hi there\.")
+    term.read_until("›[^›]*›[^›]*›")
+    time.sleep(0.1)
+    os.write(term.fd, b"\x04")
+    assert term.wait() == 0
+
+
 def test_rag_ask_says_it_is_reading_the_prompt(tmp_path: Path) -> None:
     from pipelines.rag import Index
 
