@@ -5,17 +5,36 @@ pieces of the answer as the model writes them and ends with the finished result 
 `RAGAnswer`, a `ChatReply`). This mixin turns that into the Runnable methods: `stream`
 yields everything, `invoke` returns the last item (traced as one chain run). `.batch` and
 `.abatch` come from langchain-core on top of `invoke`.
+
+`watching_prompts(watch)` lets a front end see each streamed model call's wait for its
+first piece (a spinner saying how long the prompt is) without the pipelines knowing of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.language_models import BaseLLM
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig
+
+PromptWatch = Callable[[Any, PromptValue], AbstractContextManager[Any]]
+_watch: ContextVar[PromptWatch | None] = ContextVar("llamapipe_prompt_watch", default=None)
+
+
+@contextmanager
+def watching_prompts(watch: PromptWatch) -> Iterator[None]:
+    """Inside this block, a streamed model call waits for its first piece inside
+    `watch(model, prompt)`, a context manager (it ends when the first piece arrives)."""
+    token = _watch.set(watch)
+    try:
+        yield
+    finally:
+        _watch.reset(token)
 
 
 def model_text(model: Any, prompt: PromptValue, *, stream: bool) -> Iterator[str]:
@@ -26,7 +45,15 @@ def model_text(model: Any, prompt: PromptValue, *, stream: bool) -> Iterator[str
         out = model.invoke(model_input)
         yield out.text if isinstance(out, BaseMessage) else str(out)
         return
-    for chunk in model.stream(model_input):
+    chunks = iter(model.stream(model_input))
+    watch = _watch.get()
+    if watch is not None:
+        with watch(model, prompt):
+            first = next(chunks, None)
+        if first is None:
+            return
+        yield first.text if isinstance(first, BaseMessage) else str(first)
+    for chunk in chunks:
         yield chunk.text if isinstance(chunk, BaseMessage) else str(chunk)
 
 

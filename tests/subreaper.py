@@ -10,6 +10,11 @@ JSON: the CLI's exit code and every process still parented to it.
 
 --program: the PAL model's reply (a scripted model stands in for a real one).
 --model-delay: the scripted model takes S seconds per reply (a slow model to interrupt).
+--file-delay: reading each document takes S s longer (a slow ingest to interrupt);
+  --file-marks DIR: DIR/reading-N and DIR/N appear as the Nth document starts and is read,
+  DIR/embed-N once the Nth batch of vectors is done.
+--wait-for: wait until this path exists (e.g. DIR/3) before counting --interrupt-after.
+--embed-delay: the scripted backend has embeddings taking S s per batch (dense vectors).
 --interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds; --twice: again 0.3 s later.
 --kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
 --python CODE: run this Python instead of the CLI (a library user's script), then exit as a
@@ -64,9 +69,24 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
-def run_cli(argv: list[str], program: str | None, delay: float) -> None:
+def run_cli(
+    argv: list[str],
+    program: str | None,
+    delay: float,
+    file_delay: float = 0.0,
+    embed_delay: float | None = None,
+    file_marks: str | None = None,
+) -> None:
     """The forked child: the CLI, with a scripted model when a program is given."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if file_delay or embed_delay is not None:
+        from tests.slow import slow_files, use_scripted
+
+        marks = Path(file_marks) if file_marks else None
+        if file_delay:
+            slow_files(file_delay, marks)
+        if embed_delay is not None and program is None:
+            use_scripted(embed_delay=embed_delay, marks=marks)
     if program is not None:
         from pipelines.backends import REGISTRY
         from tests.fakes import ScriptedChat
@@ -91,6 +111,10 @@ def main() -> None:
     parser.add_argument("--program")
     parser.add_argument("--model-delay", type=float, default=0.0)
     parser.add_argument("--twice", action="store_true")
+    parser.add_argument("--file-delay", type=float, default=0.0)
+    parser.add_argument("--embed-delay", type=float)
+    parser.add_argument("--file-marks")
+    parser.add_argument("--wait-for")
     parser.add_argument("--python")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -104,9 +128,15 @@ def main() -> None:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             exec(compile(args.python, "<script>", "exec"), {"__name__": "__main__"})
             sys.exit(0)
-        run_cli(argv, args.program, args.model_delay)
+        run_cli(
+            argv, args.program, args.model_delay, args.file_delay, args.embed_delay, args.file_marks
+        )
     watched: list[int] = []
     interrupted = 0.0
+    if args.wait_for is not None:
+        deadline = time.monotonic() + 60
+        while not Path(args.wait_for).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
     if args.interrupt_after is not None:
         time.sleep(args.interrupt_after)
         interrupted = time.monotonic()

@@ -263,12 +263,13 @@ class _Chat(_Responder):
             if left_out:
                 err.print(f"[dim]({left_out} earlier messages left out to fit the window)[/dim]")
         reply = None
-        for item in self.conversation.stream(turn):
-            if isinstance(item, ChatReply):
-                reply = item
-            elif not as_json:
-                sys.stdout.write(item)
-                sys.stdout.flush()
+        with common.first_token_spinner():
+            for item in self.conversation.stream(turn):
+                if isinstance(item, ChatReply):
+                    reply = item
+                elif not as_json:
+                    sys.stdout.write(item)
+                    sys.stdout.flush()
         if not as_json:
             sys.stdout.write("\n")
         return reply
@@ -285,15 +286,16 @@ class _RAGChat(_Responder):
 
         reply = None
         streamed = streams_answers() and not as_json
-        for item in self.conversation.stream(ChatTurn(session=session, message=message)):
-            if isinstance(item, RAGChatReply):
-                reply = item
-            elif isinstance(item, Rewritten):
-                if verbose and item != message.strip():
-                    err.print(f"[dim]standalone question: {item}[/dim]", highlight=False)
-            elif streamed:
-                sys.stdout.write(item)
-                sys.stdout.flush()
+        with common.first_token_spinner():
+            for item in self.conversation.stream(ChatTurn(session=session, message=message)):
+                if isinstance(item, RAGChatReply):
+                    reply = item
+                elif isinstance(item, Rewritten):
+                    if verbose and item != message.strip():
+                        err.print(f"[dim]standalone question: {item}[/dim]", highlight=False)
+                elif streamed:
+                    sys.stdout.write(item)
+                    sys.stdout.flush()
         assert reply is not None
         if streamed:
             sys.stdout.write("\n")
@@ -481,7 +483,7 @@ def _one_shot(
         seconds = time.perf_counter() - started
         print_json({**_turn_json(reply, backend, seconds, message.usage_metadata), "session": None})
         return
-    with spinner(f"Waiting for {backend.model}..."):
+    with common.reading_prompt(backend.chat, template.invoke(variables)):
         stream = chain.stream(variables)
         first = next(stream, None)
     with _ends_the_line():

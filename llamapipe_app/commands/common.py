@@ -1,7 +1,8 @@
-"""What every command shares: the consoles, the model flags, the Toolkit, JSON output, spinners.
+"""What every command shares: the consoles, the model flags, the Toolkit, JSON output,
+spinners and progress bars.
 
 Data goes to stdout (one JSON document with --json); progress, spinners, notes and
-errors go to stderr.
+errors go to stderr, bars and spinners only when it is a terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 
 from pipelines.backends.registry import REGISTRY
 from pipelines.errors import UsageError
@@ -154,6 +157,159 @@ def spinner(message: str) -> Iterator[None]:
         with err.status(message):
             yield
     else:
+        yield
+
+
+# -- progress on long work ----------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}:{seconds % 60:02d}"
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+class _Count(ProgressColumn):
+    """`done/total unit`, or the task's own `count` field when it has one."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        shown = task.fields.get("count")
+        if not shown:
+            total = "?" if task.total is None else f"{int(task.total)}"
+            shown = f"{int(task.completed)}/{total}{' ' + self.unit if self.unit else ''}"
+        return Text(shown)
+
+
+class _Times(ProgressColumn):
+    """`0:12 elapsed, ETA 0:40` (the ETA once the rate is known)."""
+
+    def render(self, task: Task) -> Text:
+        shown = f"{_clock(task.elapsed or 0)} elapsed"
+        if task.finished:
+            return Text(shown, style="dim")
+        left = task.time_remaining
+        return Text(f"{shown}, ETA {'-:--' if left is None else _clock(left)}", style="dim")
+
+
+class _Rate(ProgressColumn):
+    """How fast: `1.2 MB/s` (for bytes), `3.4 problems/min`."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        if not speed:
+            return Text("")
+        if self.unit == "bytes":
+            from rich.filesize import decimal
+
+            return Text(f"{decimal(int(speed))}/s", style="dim")
+        if speed < 0.5:
+            return Text(f"{speed * 60:.1f} {self.unit}/min", style="dim")
+        return Text(f"{speed:.1f} {self.unit}/s", style="dim")
+
+
+class Bar:
+    """What a command moves along: one task of a rich Progress (nothing shows off a terminal)."""
+
+    def __init__(self, progress: Progress, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def update(self, **fields: Any) -> None:
+        self.progress.update(self.task, **fields)
+
+    def advance(self, amount: float = 1.0, **fields: Any) -> None:
+        self.progress.update(self.task, advance=amount, **fields)
+
+    def restart(self, label: str, total: float | None, **fields: Any) -> None:
+        """A new phase of the work: a new label and total, its own elapsed time and ETA."""
+        self.progress.reset(self.task, total=total, completed=0, description=label, **fields)
+
+
+@contextmanager
+def progress_bar(
+    label: str,
+    total: float | None = None,
+    *,
+    unit: str = "",
+    rate: str | None = None,
+    note: bool = False,
+) -> Iterator[Bar]:
+    """A bar on stderr, only when it is a terminal (stdout and --json stay clean; no stale
+    bar in logs): the label, the bar, `done/total unit`, elapsed time and ETA, the `rate`
+    (`rate` units per second, or bytes per second for "bytes") where one means something,
+    and a `note` field when asked. Lines printed on `err` meanwhile appear above it."""
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), _Count(unit), _Times()]
+    if rate:
+        columns.append(_Rate(rate))
+    if note:
+        columns.append(TextColumn("[dim]{task.fields[note]}"))
+    progress = Progress(*columns, console=err, disable=not err.is_terminal)
+    with progress:
+        yield Bar(progress, progress.add_task(label, total=total, note="", count=""))
+
+
+# Tokens per second assumed for a warning, before anything is known: a small GGUF on a
+# laptop's CPU writes 20 to 150; a larger one less. The bar then shows the real pace.
+_ASSUMED_TOKENS_PER_SECOND = 25
+
+
+def samples_warning(backend: Any, samples: int, settings: Settings, what: str = "") -> None:
+    """One line on stderr when `--samples K` (K > 1) runs on a backend that takes one call
+    at a time (the embedded model): the K generations run one after another."""
+    from pipelines.pool import default_concurrency
+
+    if samples <= 1 or (settings.concurrency or default_concurrency(backend.name)) > 1:
+        return
+    most = samples * settings.max_tokens / _ASSUMED_TOKENS_PER_SECOND
+    err.print(
+        f"[yellow]note:[/yellow] --samples {samples}{what} on the {backend.name} model runs "
+        f"{samples} generations one after another (it answers one at a time): about "
+        f"{samples}x one answer, up to ~{_duration(most)} at {settings.max_tokens} tokens each",
+        highlight=False,
+    )
+
+
+def prompt_tokens(model: Any, prompt: Any) -> int:
+    """The prompt's length in tokens: by the model's tokenizer when it has one, else the
+    budget's estimate (either way about: the caller says ~)."""
+    from pipelines.budget import budget_for
+
+    try:
+        return budget_for(model).count(prompt)
+    except Exception:  # a model that cannot count: a rough guess beats none
+        return max(1, len(str(prompt)) // 3)
+
+
+@contextmanager
+def reading_prompt(model: Any, prompt: Any) -> Iterator[None]:
+    """A spinner `reading the prompt (~N tokens)` while the model reads it (before its first
+    token); it disappears when the `with` block ends. Only on a terminal."""
+    if not err.is_terminal:
+        yield
+        return
+    with spinner(f"reading the prompt (~{prompt_tokens(model, prompt)} tokens)..."):
+        yield
+
+
+@contextmanager
+def first_token_spinner() -> Iterator[None]:
+    """While inside, every streamed model call of the pipelines shows `reading_prompt`
+    until its first token arrives."""
+    from pipelines.streaming import watching_prompts
+
+    with watching_prompts(reading_prompt):
         yield
 
 

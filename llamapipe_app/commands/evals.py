@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from llamapipe_app.commands import common
@@ -98,22 +97,12 @@ def run(
 
 @contextlib.contextmanager
 def _progress_bar(name: str) -> Iterator[Callable[[Any], None]]:
-    """A progress bar on stderr (only on a terminal: no stale bar in logs and pipes); yields
-    what the runner calls at each step."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[dim]{task.fields[note]}"),
-        console=err,
-        disable=not err.is_terminal,
-    )
-    with progress:
-        bar = progress.add_task(name, total=None, note="")
+    """The shared progress bar (on stderr, only on a terminal), with elapsed time and ETA;
+    yields what the runner calls at each step."""
+    with common.progress_bar(name, None, unit="outputs", rate="outputs", note=True) as bar:
 
         def step(p: Any) -> None:
-            progress.update(
-                bar,
+            bar.update(
                 total=p.total,
                 completed=p.done,
                 note=f"{p.model_calls} calls, {p.cached} cached"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,6 +19,7 @@ from llamapipe_app.commands.common import (
     err,
     out,
     print_json,
+    progress_bar,
     spinner,
     with_model_flags,
 )
@@ -95,10 +98,12 @@ def pal_ask(
         assert isinstance(pal, PAL)  # method pal, not a baseline
         if verbose:
             err.print(show(pal.render(question)), markup=False, highlight=False)
-        with spinner(f"{backend.model} is writing a program..."):
+        common.samples_warning(backend, samples, settings)
+        with _samples_progress(backend.model, samples) as finished:
             for item in pal.stream(question):
                 if isinstance(item, PALEvent):
                     print_pal_event(item)
+                    finished(item, retries)
                 else:
                     result = item
     assert result is not None
@@ -107,6 +112,27 @@ def pal_ask(
     else:
         _print_result(result, show_program, samples)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _samples_progress(model: str, samples: int) -> Iterator[Callable[[Any, int], None]]:
+    """One sample: a spinner while the model writes. Several: a bar of samples finished,
+    with elapsed time and ETA. Yields what to call with each event."""
+    if samples == 1:
+        with spinner(f"{model} is writing a program..."):
+            yield lambda event, retries: None
+        return
+    with progress_bar(f"{samples} samples", samples, unit="samples", rate="samples") as bar:
+
+        def finished(event: Any, retries: int) -> None:
+            """A sample ends with a program that ran well, or its last attempt's failure."""
+            last = event.attempt == retries
+            if (event.kind == "ran" and (event.ok or last)) or (
+                event.kind == "generated" and event.error is not None and last
+            ):
+                bar.advance()
+
+        yield finished
 
 
 def _print_result(result: Any, show_program: bool, samples: int) -> None:
@@ -158,6 +184,8 @@ def pal_run(
     items = load_dataset(dataset)[:limit]
     with common.toolkit(settings) as kit:
         backend = _ready(kit, method, task, form)
+        if method == "pal":
+            common.samples_warning(backend, samples, settings, what=" per problem")
 
         def solve(item: Any) -> dict[str, Any]:
             item_task = item.task or task
@@ -190,24 +218,14 @@ def pal_run(
 
 def _solve_all(solve: Any, items: list[Any], workers: int, label: str) -> list[dict[str, Any]]:
     """Every item's row, in the dataset's order, under a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from pipelines.pool import bounded
 
     rows: list[dict[str, Any]] = []
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
     try:
-        with progress:
-            bar = progress.add_task(label, total=len(items))
+        with progress_bar(label, len(items), unit="problems", rate="problems") as bar:
             for _, row in bounded(solve, items, workers):
                 rows.append(row)
-                progress.advance(bar)
+                bar.advance()
     except KeyboardInterrupt:
         hits = sum(r["correct"] for r in rows)
         raise Interrupted(

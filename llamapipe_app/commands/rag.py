@@ -21,7 +21,7 @@ from llamapipe_app.commands.common import (
     err,
     out,
     print_json,
-    spinner,
+    progress_bar,
     with_model_flags,
 )
 from llamapipe_app.commands.shown import print_checked_answer, source, streams_answers
@@ -49,7 +49,10 @@ def ingest(
     index: IndexFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add documents to the index; unchanged files are skipped, changed ones replaced."""
+    """Add documents to the index; unchanged files are skipped, changed ones replaced.
+
+    Each file is committed as it is done, and its line printed then;
+    Ctrl-C keeps the files listed."""
     settings = load_settings()
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -57,37 +60,72 @@ def ingest(
             f"no such file or folder: {', '.join(missing)}",
             hint="check the paths; nothing was added",
         )
-    from pipelines.rag.index import walk
+    from pipelines.rag.documents import walk_all
 
-    found, problems = walk(paths)
-    if not found and not problems:  # before an index is made for nothing
+    walked = walk_all(paths)
+    if not walked.files and not walked.given_unsupported:  # before an index is made for nothing
+        passed = f" (passed over {len(walked.unsupported)} files of other types)"
         raise UsageError(
-            f"found no documents in {', '.join(map(str, paths))}",
+            f"found no documents in {', '.join(map(str, paths))}"
+            + (passed if walked.unsupported else ""),
             hint="llamapipe reads .txt, .md, .html and .pdf files (hidden ones are skipped)",
+        )
+    if walked.unsupported and not as_json:
+        types = ", ".join(walked.unsupported_types())
+        err.print(
+            f"[dim]passed over {len(walked.unsupported)} files (types {types}): llamapipe reads "
+            ".txt, .md, .html and .pdf[/dim]",
+            highlight=False,
         )
     kit = common.toolkit(settings)
     idx = kit.index_for_ingest(index)
     say_retrieval(kit)
+    sizes = {str(p.resolve()): _size(p) for p in walked.files}
+    _ingest(idx, paths, sizes, as_json)
 
-    def show(status: Any) -> None:
-        if not as_json:
-            style = _STYLE.get(status.status, "")
-            why = f" ({status.reason})" if status.reason else ""
-            chunks = f" {status.chunks} chunks" if status.chunks else ""
-            err.print(
-                f"[{style}]{status.status:9}[/{style}] {source(status.source)}{chunks}{why}",
-                highlight=False,
-            )
 
+def _size(path: Path) -> int:
     try:
-        with spinner("Reading and indexing..."):
-            report = idx.ingest([str(p) for p in paths], on_file=show)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            "files listed above as added or updated are in the index; no other file was "
-            "added (an ingest commits its files together)",
-            hint="run the same command again: unchanged files are skipped",
-        ) from None
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _ingest(idx: Any, paths: list[Path], sizes: dict[str, int], as_json: bool) -> None:
+    """Ingest under a per-file bar, each file's line printed as it is committed; Ctrl-C
+    says truthfully what is in the index."""
+    done: list[Any] = []  # statuses heard of, in order: what was printed
+    vectors = {"done": 0, "total": 0}
+    total_files = len(sizes)
+    seen = 0
+
+    with progress_bar("indexing", sum(sizes.values()) or None, rate="bytes") as bar:
+
+        def show(status: Any) -> None:
+            nonlocal seen
+            done.append(status)
+            if status.source in sizes:
+                seen += 1
+                bar.advance(sizes[status.source], count=f"{seen}/{total_files} files")
+            if not as_json:
+                style = _STYLE.get(status.status, "")
+                why = f" ({status.reason})" if status.reason else ""
+                chunks = f" {status.chunks} chunks" if status.chunks else ""
+                err.print(
+                    f"[{style}]{status.status:9}[/{style}] {source(status.source)}{chunks}{why}",
+                    highlight=False,
+                )
+
+        def on_vectors(added: int, total: int) -> None:
+            if not vectors["total"]:
+                bar.restart("vectors", total, count=f"0/{total} chunks")
+            vectors.update(done=added, total=total)
+            bar.update(completed=added, count=f"{added}/{total} chunks")
+
+        try:
+            report = idx.ingest([str(p) for p in paths], on_file=show, on_vectors=on_vectors)
+        except KeyboardInterrupt:
+            raise _interrupted(done, vectors, total_files, as_json) from None
     doc = report.to_json()
     doc["index"] = str(idx.path)
     if as_json:
@@ -101,6 +139,41 @@ def ingest(
         )
     if report.files and report.count("skipped") == len(report.files):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _interrupted(
+    done: list[Any], vectors: dict[str, int], total_files: int, as_json: bool
+) -> Interrupted:
+    """What an interrupted ingest kept: exactly the files whose lines were printed as added,
+    updated or unchanged (each was committed before its line); chunks left without vectors."""
+    kept = [s for s in done if s.status in ("added", "updated", "unchanged")]
+    lacking = vectors["total"] - vectors["done"]
+    if as_json:
+        print_json({
+            "interrupted": True, "files": [s.__dict__ for s in done],
+            "committed": [s.source for s in kept], "chunks_without_vectors": lacking,
+        })  # fmt: skip
+    listed = "listed in the JSON output" if as_json else "listed above"
+    if not kept:
+        message = "no file was committed yet; the index is as it was"
+    else:
+        n = len(kept)
+        message = (
+            f"the {n} file{'s' if n != 1 else ''} {listed} as added, updated or unchanged "
+            f"{'are' if n != 1 else 'is'} in the index"
+        )
+        if total_files > len(kept):
+            message += "; no other file was added"
+    if lacking:
+        message += (
+            f"; {lacking} chunks in it have no vectors yet (dense retrieval misses them "
+            "until they do)"
+        )
+    return Interrupted(
+        message,
+        hint="run the same command again: committed files are skipped as unchanged"
+        + (", and the missing vectors are added" if lacking else ""),
+    )
 
 
 @app.command("ask")
@@ -131,12 +204,13 @@ def ask(
         )
     answer: RAGAnswer | None = None
     streamed = streams_answers() and not as_json
-    for item in rag.stream(question):
-        if isinstance(item, RAGAnswer):
-            answer = item
-        elif streamed:
-            sys.stdout.write(item)
-            sys.stdout.flush()
+    with common.first_token_spinner():  # "reading the prompt (~N tokens)" until it answers
+        for item in rag.stream(question):
+            if isinstance(item, RAGAnswer):
+                answer = item
+            elif streamed:
+                sys.stdout.write(item)
+                sys.stdout.flush()
     assert answer is not None
     if as_json:
         print_json(answer.to_json())

@@ -4,12 +4,14 @@ For .txt and .md the text is the file's own text (UTF-8; a leading BOM is droppe
 citation's `start`/`end` index straight into the file. HTML is reduced to its visible
 text; a PDF's pages are joined with a blank line and their spans recorded.
 A file that cannot be read as a document raises `BadDocument` with the reason.
+`walk_all` finds the files under folders, and which of them are of no supported type.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -47,6 +49,47 @@ class LoadedDocument:
 
 def kind_of(path: Path) -> str | None:
     return SUFFIXES.get(path.suffix.lower())
+
+
+@dataclass
+class Walked:
+    """What a walk over files and folders found: supported files, unsupported files met
+    inside folders, paths that were no file or folder, and unsupported files named."""
+
+    files: list[Path] = field(default_factory=list)
+    unsupported: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    given_unsupported: list[Path] = field(default_factory=list)  # named, not in a folder
+
+    def unsupported_types(self) -> list[str]:
+        """The suffixes of the unsupported files met in folders, most frequent first."""
+        counts: dict[str, int] = {}
+        for path in self.unsupported:
+            suffix = path.suffix.lower() or "(none)"
+            counts[suffix] = counts.get(suffix, 0) + 1
+        return sorted(counts, key=lambda s: (-counts[s], s))
+
+
+def walk_all(paths: Iterable[str | Path]) -> Walked:
+    """Every file under `paths` in order, sorted within folders; hidden files and folders
+    inside a folder are left out, unsupported ones are counted (so a caller can say so)."""
+    walked = Walked()
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if not child.is_file() or _hidden(child, path):
+                    continue
+                (walked.files if kind_of(child) else walked.unsupported).append(child)
+        elif path.is_file():
+            (walked.files if kind_of(path) else walked.given_unsupported).append(path)
+        else:
+            walked.missing.append(str(given))
+    return walked
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def load_document(path: Path, source: str | None = None) -> LoadedDocument:

@@ -1,7 +1,7 @@
 """The document index: SQLite on disk for documents and chunks, BM25 (bm25s) beside it.
 
-- One ingest is one SQLite transaction: a crash or kill mid-way leaves the previous index
-  as it was. Files are read, chunked and tokenised before the transaction begins.
+- An ingest commits each file in a transaction of its own (pipelines/rag/ingest.py): a
+  crash or kill mid-way keeps the files committed before it, and no file half-way.
 - A file is identified by its path as ingested and its SHA-256: unchanged files add
   nothing; a changed file replaces only its own chunks; `remove` drops a file.
 - The BM25 index is derived data, rebuilt from the stored tokens when the index changes
@@ -12,14 +12,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from pipelines.errors import UsageError
-from pipelines.pool import bounded
-from pipelines.rag.chunking import chunk_spans
-from pipelines.rag.documents import BadDocument, LoadedDocument, kind_of, load_document
-from pipelines.rag.tokenize import tokenize, tokenize_many
+from pipelines.rag.ingest import FileStatus, IngestReport, OnFile, OnVectors, walk
+from pipelines.rag.tokenize import tokenize
+
+__all__ = ["Chunk", "FileStatus", "Hit", "Index", "IngestReport", "source_name", "walk"]
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -68,63 +66,6 @@ class Hit:
     score: float
 
 
-@dataclass
-class FileStatus:
-    source: str
-    status: str  # added | updated | unchanged | skipped | removed
-    chunks: int = 0
-    reason: str | None = None
-
-
-@dataclass
-class IngestReport:
-    files: list[FileStatus] = field(default_factory=list)
-    seconds: float = 0.0
-    bytes_read: int = 0
-
-    def count(self, status: str) -> int:
-        return sum(f.status == status for f in self.files)
-
-    @property
-    def chunks_added(self) -> int:
-        return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
-
-    def to_json(self) -> dict[str, Any]:
-        totals = {s: self.count(s) for s in ("added", "updated", "unchanged", "skipped")}
-        return {
-            "files": [f.__dict__ for f in self.files],
-            "totals": {**totals, "chunks_added": self.chunks_added},
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def walk(paths: Iterable[str | Path]) -> tuple[list[tuple[str, Path]], list[FileStatus]]:
-    """(source, path) for every supported file under `paths`; problems as statuses.
-
-    A source is the file's absolute, resolved path: the same file ingested from another
-    working directory, or through a symlink, is the same source (`source_name` shows it
-    relative to the working directory where that reads better).
-    """
-    found: list[tuple[str, Path]] = []
-    problems: list[FileStatus] = []
-    for given in paths:
-        path = Path(given).expanduser()
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and kind_of(child) and not _hidden(child, path):
-                    found.append((str(child.resolve()), child))
-        elif path.is_file():
-            if kind_of(path):
-                found.append((str(path.resolve()), path))
-            else:
-                problems.append(
-                    FileStatus(str(given), "skipped", reason=f"unsupported type {path.suffix}")
-                )
-        else:
-            problems.append(FileStatus(str(given), "skipped", reason="no such file or folder"))
-    return found, problems
-
-
 def source_name(source: str, cwd: Path | None = None) -> str:
     """A source as people read it: relative to the working directory when it is inside it."""
     cwd = cwd or Path.cwd()
@@ -132,10 +73,6 @@ def source_name(source: str, cwd: Path | None = None) -> str:
     if path.is_absolute() and path.is_relative_to(cwd):
         return str(path.relative_to(cwd))
     return source
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 class Index:
@@ -210,122 +147,26 @@ class Index:
     # -- writing ---------------------------------------------------------------------------
 
     def ingest(
-        self, paths: Iterable[str | Path], on_file: Callable[[FileStatus], None] | None = None
+        self,
+        paths: Iterable[str | Path],
+        on_file: OnFile | None = None,
+        on_vectors: OnVectors | None = None,
     ) -> IngestReport:
         """Add new and changed files under `paths`; report every file's fate.
 
-        `on_file` hears of each file once its fate is final: skipped and unchanged ones as
-        they are read, added and updated ones only after the one transaction that adds them
-        all has committed (an interrupt before that leaves the index as it was).
+        Each file is committed on its own (pipelines/rag/ingest.py): `on_file` hears of
+        each file once its fate is final, an added or updated one right after its commit;
+        then `on_vectors(done, total)` of the dense vectors, added in batches.
         """
-        started = time.perf_counter()
-        report = IngestReport()
-        found, problems = walk(paths)
-        for problem in problems:
-            report.files.append(problem)
-            if on_file:
-                on_file(problem)
-        with self._connect() as db:
-            known = dict(db.execute("SELECT source, sha256 FROM documents").fetchall())
-        pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]] = []
-        for source, path in found:
-            status = FileStatus(source, "added")
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                if known.get(source) == digest:
-                    status.status = "unchanged"
-                else:
-                    doc = load_document(path, source)
-                    report.bytes_read += doc.size
-                    spans = chunk_spans(doc.text, self.chunk_size, self.overlap)
-                    status.status = "updated" if source in known else "added"
-                    status.chunks = len(spans)
-                    pending.append((status, doc, spans))
-            except BadDocument as exc:
-                status.status, status.reason = "skipped", str(exc)
-            except OSError as exc:
-                status.status, status.reason = "skipped", exc.strerror or str(exc)
-            report.files.append(status)
-            if on_file and status.status in ("unchanged", "skipped"):
-                on_file(status)
-        if pending:
-            self._commit(pending)
-            for status, _, _ in pending:
-                if on_file:
-                    on_file(status)
-        if self.embeddings is not None:
-            self._backfill_vectors()
-        if pending:
-            self._checkpoint()
-        report.seconds = time.perf_counter() - started
-        return report
+        from pipelines.rag.ingest import ingest
 
-    def _commit(
-        self, pending: list[tuple[FileStatus, LoadedDocument, list[tuple[int, int]]]]
-    ) -> None:
-        rows: list[tuple[Any, ...]] = []
-        texts: list[str] = []
-        for _, doc, spans in pending:
-            for start, end in spans:
-                text = doc.text[start:end]
-                chunk_id = hashlib.sha256(
-                    f"{doc.source}\0{doc.sha256}\0{start}\0{end}".encode()
-                ).hexdigest()[:16]
-                rows.append((chunk_id, doc.source, start, end, doc.page_at(start), text))
-                texts.append(text)
-        tokens = tokenize_many(texts)
-        now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for _, doc, _ in pending:
-                    db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
-                    db.execute(
-                        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (doc.source, doc.kind, doc.sha256, doc.size, doc.text,
-                         json.dumps([p.__dict__ for p in doc.pages]), now),
-                    )  # fmt: skip
-                db.executemany(
-                    "INSERT INTO chunks (chunk_id, source, start, end, page, text, tokens)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(*row, " ".join(toks)) for row, toks in zip(rows, tokens, strict=True)],
-                )
-                self._bump(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        return ingest(self, paths, on_file=on_file, on_vectors=on_vectors)
 
     def _backfill_vectors(self, batch: int = 64) -> int:
-        """Vectors for chunks that have none for this embeddings model (e.g. ingested
-        before dense retrieval was available). Returns how many were added."""
-        with self._connect() as db:
-            missing = db.execute(
-                "SELECT c.id, c.text FROM chunks c LEFT JOIN vectors v"
-                " ON v.chunk = c.id AND v.model = ? WHERE v.chunk IS NULL ORDER BY c.id",
-                (self.embed_model,),
-            ).fetchall()
-        embeddings = self.embeddings
-        batches = [missing[i : i + batch] for i in range(0, len(missing), batch)]
+        """Vectors for chunks that have none for this embeddings model."""
+        from pipelines.rag.ingest import add_vectors
 
-        def embed(part: list[tuple[int, str]]) -> list[list[float]]:
-            return embeddings.embed_documents([text for _, text in part])
-
-        added = 0
-        # Batches are embedded concurrently; each is written here, in this thread, as it
-        # comes back, so an interrupt keeps every batch written so far.
-        for part, vectors in bounded(embed, batches, self.embed_concurrency):
-            with self._connect() as db:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)",
-                    [(row, self.embed_model, np.asarray(v, dtype=np.float32).tobytes())
-                     for (row, _), v in zip(part, vectors, strict=True)],
-                )  # fmt: skip
-                self._bump(db)
-                db.execute("COMMIT")
-            added += len(part)
-        return added
+        return add_vectors(self, batch)
 
     def remove(self, sources: Iterable[str]) -> list[FileStatus]:
         """Drop these sources (as `sources()` lists them, or as paths) and their chunks."""
