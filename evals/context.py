@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from evals.cache import OutputCache
 from pipelines.errors import UsageError, first_problem
 from pipelines.pool import default_concurrency
-from pipelines.settings import Settings, model_field
+from pipelines.settings import model_field
 
 if TYPE_CHECKING:
     from evals.spec import EvalSpec, SystemSpec
+    from pipelines.settings import Settings
 
-ModelFactory = Callable[[Settings], Any]  # settings -> Backend (name, model, chat)
+ModelFactory = Callable[["Settings"], Any]  # settings -> Backend (name, model, chat)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def backend_for(ctx: RunContext, system: SystemSpec) -> Any:
 
 def _with(settings: Settings, overrides: dict[str, Any], system: str) -> Settings:
     try:
-        return Settings.model_validate({**settings.model_dump(), **overrides})
+        return type(settings).model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
         where, message, _ = first_problem(exc)
         raise UsageError(

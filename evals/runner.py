@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evals.cache import OutputCache
 from evals.context import ModelFactory, Progress, RunContext, backend_for, concurrency_for
@@ -35,7 +35,9 @@ from evals.runs import (
 from evals.spec import EvalSpec, SystemSpec, check_inputs
 from evals.tasks import Produced, Task, task_for
 from pipelines.pool import bounded
-from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 __all__ = ["Progress", "read_results", "run_spec"]
 

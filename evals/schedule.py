@@ -33,10 +33,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import LlamapipeError, UsageError
-from pipelines.settings import CONFIG_ENV, ENV_PREFIX, Settings
+from pipelines.settings import CONFIG_ENV, ENV_PREFIX
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 MARK = "# llamapipe eval"
 

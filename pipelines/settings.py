@@ -15,8 +15,9 @@ Where a value comes from, highest priority first:
 `llamapipe config` prints every effective value with the layer it came from.
 
 This module is light: the model (pydantic-settings, each backend's fields) is made in
-pipelines/settings_model.py the first time anything asks `Settings` something or loads
-settings, so `llamapipe --help`, which only names them, never makes it.
+pipelines/settings_model.py when settings are first loaded or `Settings` is first imported
+from here; the front ends name `Settings` in type hints only, so `llamapipe --help` never
+makes it.
 """
 
 from __future__ import annotations
@@ -61,30 +62,11 @@ def _model() -> Any:
     return importlib.import_module("pipelines.settings_model")
 
 
-class _Deferred(type):
-    """`Settings` until it is needed: anything asked of it (`Settings.model_fields`,
-    `Settings(...)`, `isinstance(x, Settings)`) is asked of the model, made then."""
-
-    def __getattr__(cls, name: str) -> Any:
-        if name.startswith("__") and "pydantic" not in name:  # what typing asks (`__origin__`)
-            raise AttributeError(name)
-        return getattr(_model().Settings, name)
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return _model().Settings(*args, **kwargs)
-
-    def __instancecheck__(cls, obj: Any) -> bool:
-        return isinstance(obj, _model().Settings)
-
-    def __subclasscheck__(cls, sub: type) -> bool:
-        return issubclass(sub, _model().Settings)
-
-
-if not TYPE_CHECKING:
-
-    class Settings(metaclass=_Deferred):
-        """Effective configuration. Build it with `load_settings()` to learn each value's
-        origin. (Made on first use: pipelines/settings_model.py.)"""
+def __getattr__(name: str) -> Any:
+    """`Settings`, made when first asked for (the front ends name it in type hints only)."""
+    if name == "Settings":
+        return _model().Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_settings(

@@ -84,9 +84,10 @@ def test_the_backends_are_listed_without_importing_them() -> None:
     probe = (
         "import sys\n"
         "from pipelines.backends.registry import REGISTRY\n"
-        "from pipelines.settings import Settings, load_settings\n"
+        "from pipelines.settings import load_settings\n"
         "names = REGISTRY.choices()\n"
         "light = not any(m in sys.modules for m in ('pydantic', 'pipelines.settings_model'))\n"
+        "from pipelines.settings import Settings\n"
         "made = isinstance(load_settings(), Settings) and 'backend' in Settings.model_fields\n"
         "print(names, light, made, [p.name for p in REGISTRY.providers()])\n"
     )

@@ -16,10 +16,10 @@ from evals.tasks.base import Produced, Task
 from evals.tasks.pal import PALTask
 from evals.tasks.rag import RAGTask
 from evals.tasks.translate import Dialog, Translate
-from pipelines.settings import Settings
 
 if TYPE_CHECKING:
     from evals.spec import EvalSpec
+    from pipelines.settings import Settings
 
 TASKS: dict[str, type[Task]] = {}
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from evals.context import RunContext
-from pipelines.settings import Settings
 
 if TYPE_CHECKING:
     from evals.metrics import Scorer
     from evals.spec import EvalSpec, SystemSpec
+    from pipelines.settings import Settings
 
 
 @dataclass

@@ -23,9 +23,10 @@ from rich.text import Text
 
 from pipelines.backends.registry import REGISTRY
 from pipelines.errors import UsageError
-from pipelines.settings import Settings, host_field, load_settings, model_field
+from pipelines.settings import host_field, load_settings, model_field
 
 if TYPE_CHECKING:
+    from pipelines.settings import Settings
     from pipelines.toolkit import Toolkit
 
 out = Console(soft_wrap=True)
@@ -96,7 +97,9 @@ def with_model_flags(fn: Callable[..., Any] | None = None, *, without: tuple[str
     if fn is None:
         return functools.partial(with_model_flags, without=without)
     model_flags = [p for p in _MODEL_FLAGS if p.name not in without]
-    signature = inspect.signature(fn, eval_str=True)
+    # The `settings` parameter is dropped below, so its annotation (Settings, named in type
+    # hints only, so that --help never builds the settings model) stays a string.
+    signature = inspect.signature(fn, eval_str=True, locals={"Settings": "Settings"})
     own = [p for p in signature.parameters.values() if p.name != "settings"]
 
     @functools.wraps(fn)
@@ -105,6 +108,8 @@ def with_model_flags(fn: Callable[..., Any] | None = None, *, without: tuple[str
         return fn(*args, settings=settings_from_flags(flags), **kwargs)
 
     command.__signature__ = signature.replace(parameters=own + model_flags)  # type: ignore[attr-defined]
+    # typer reads the annotations too: the evaluated ones of the parameters it parses
+    command.__annotations__ = {p.name: p.annotation for p in own + model_flags}
     return command
 
 

@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -25,7 +25,9 @@ from llamapipe_app.commands.common import (
 )
 from llamapipe_app.commands.shown import print_pal_event
 from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
-from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 # -- PAL -------------------------------------------------------------------------------------
 

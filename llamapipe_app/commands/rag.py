@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -26,7 +26,10 @@ from llamapipe_app.commands.common import (
 )
 from llamapipe_app.commands.shown import print_checked_answer, source, streams_answers
 from pipelines.errors import EXIT_FAILED, EXIT_OK, Interrupted, UsageError
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import load_settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 app = typer.Typer(
     help="Answers from your documents, with citations checked against them.",

@@ -9,11 +9,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamapipe_app.commands.common import err, out
 from pipelines.errors import LlamapipeError, UsageError
-from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 HELP = "\n".join(
     [

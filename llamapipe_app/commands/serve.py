@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,7 +13,9 @@ from llamapipe_app.commands import common
 from llamapipe_app.commands.common import err, out, with_model_flags
 from llamapipe_app.commands.rag import IndexFlag
 from pipelines.errors import UsageError
-from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 
 def is_loopback(host: str) -> bool:

@@ -3,10 +3,12 @@ citations and warnings, a source's name, a PAL run's steps."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamapipe_app.commands.common import err, out
-from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 
 def source(name: str) -> str:

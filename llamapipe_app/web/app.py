@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
@@ -29,8 +29,10 @@ from pipelines.errors import (
     ServerUnreachableError,
     UsageError,
 )
-from pipelines.settings import Settings
 from pipelines.toolkit import Toolkit
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 WEB = "llamapipe_app.web"  # its templates/ and static/ are package data
 STATIC = str(files(WEB) / "static")
