@@ -312,3 +312,49 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert "'name': 'get_weather'" in lines[0] and "'type': 'tool_call'" in lines[0], lines
     assert lines[1].strip(), lines
+
+
+# -- OpenAI-compatible: tools and tool_choice to llama-cpp-python's server ---------------------
+
+
+def test_openai_sends_a_tool_call_turn_with_empty_content() -> None:
+    """llama-cpp-python's server refuses the null content BaseChatOpenAI sends with a call."""
+    import httpx
+
+    from pipelines.backends.openai_compat import OpenAIChat
+
+    never = httpx.MockTransport(lambda request: httpx.Response(500))
+    chat = OpenAIChat(
+        model="m", base_url="http://gpu.test:8000/v1", api_key="sk-x",
+        http_client=httpx.Client(transport=never), http_socket_options=(),
+    )  # fmt: skip
+    call = {"name": "get_weather", "args": {"location": "Paris"}, "id": "call_1"}
+    history = [HumanMessage("weather?"), AIMessage("", tool_calls=[call])]
+    payload = chat.bind_tools([get_weather])._get_request_payload(history)  # type: ignore[attr-defined]
+    sent = payload["messages"][1]
+    assert sent["content"] == "" and sent["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+@pytest.mark.openai
+@pytest.mark.slow
+def test_openai_bind_tools_round_trip(openai_target: Any) -> None:
+    from pipelines.backends import load_backend
+    from pipelines.settings import load_settings
+    from tests.openai_server import LlamaCppServer
+
+    model = LlamaCppServer.tools_model if openai_target.ours else openai_target.model
+    settings = load_settings(
+        {"backend": "openai", "openai_base_url": openai_target.url, "openai_model": model,
+         "max_tokens": 80}
+    )  # fmt: skip
+    chat = load_backend(settings).chat
+    question = HumanMessage("What is the weather in Paris?")
+    first = chat.bind_tools([get_weather, magic_function], tool_choice="get_weather").invoke(
+        [question]
+    )
+    (call,) = first.tool_calls
+    assert call["name"] == "get_weather" and isinstance(call["args"]["location"], str)
+    assert call["id"]
+    result = ToolMessage("Rainy, 12 degrees.", tool_call_id=call["id"], name="get_weather")
+    answer = chat.bind_tools([get_weather], tool_choice="none").invoke([question, first, result])
+    assert answer.tool_calls == [] and str(answer.content).strip()
