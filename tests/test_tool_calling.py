@@ -199,6 +199,35 @@ def test_auto_and_none_may_answer_in_text(model: EmbeddedChatModel) -> None:
     assert model.get_num_tokens_from_messages([HumanMessage("hi")], tools=[get_weather]) > plain
 
 
+FEW_SHOT = [
+    HumanMessage("What is magic_function(2)?"),
+    AIMessage("", tool_calls=[{"name": "magic_function", "args": {"input": 2}, "id": "call_1"}]),
+    ToolMessage("4", tool_call_id="call_1", name="magic_function"),
+    AIMessage("magic_function(2) is 4."),
+]
+
+
+@pytest.mark.slow
+def test_auto_lets_the_model_decide_after_a_few_shot_call(model: EmbeddedChatModel) -> None:
+    """Under "auto" the first character decides; one example call in the history is enough
+    for the 135M model to call for a like question, and to answer a greeting in text."""
+    bound = model.bind_tools([magic_function])  # tool_choice None: auto
+    for stream in (False, True):
+        asked = [*FEW_SHOT, HumanMessage("What is magic_function(7)?")]
+        if stream:
+            reply = None
+            for chunk in bound.stream(asked):
+                reply = chunk if reply is None else reply + chunk
+        else:
+            reply = bound.invoke(asked)
+        assert reply is not None and reply.content == ""
+        assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+            ("magic_function", {"input": 7})
+        ]
+    greeted = bound.invoke([*FEW_SHOT, HumanMessage("Hello! How are you?")])
+    assert greeted.tool_calls == [] and greeted.text.strip()
+
+
 @pytest.mark.slow
 def test_stream_gives_the_call_as_tool_call_chunks(model: EmbeddedChatModel) -> None:
     bound = model.bind_tools([magic_function], tool_choice="any")
