@@ -206,7 +206,7 @@ class OllamaProtocolServer:
                 "general.parameter_count": info.parameters,
                 f"{info.architecture}.context_length": info.context_length,
             },
-            "capabilities": ["completion", "embedding"],
+            "capabilities": ["completion", "tools", "embedding"],  # tools: see /api/chat
             "modified_at": _now(),
         }
 

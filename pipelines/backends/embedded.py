@@ -491,6 +491,7 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
                 )
                 if held is not False:  # the end of a held answer: a call, or text after all
                     answer = _answer("".join(parts), True)
+                    text = answer.text  # the callback sees a call as no text, not its JSON
                     message = AIMessageChunk(
                         content=answer.text,
                         tool_call_chunks=[
