@@ -17,6 +17,14 @@ the grammar llamapipe's embedded model uses (pipelines/backends/structured.py), 
 constrains it with llama.cpp's grammar, so the answer is valid for the schema; every format
 received is kept in `formats`. A scripted server answers its script whatever the format.
 
+Tool calling: a /api/chat request's `tools` are shown to the model in the system message and
+the answer is held to the grammar of a call or plain text (pipelines/backends/tools.py, what
+llamapipe's embedded model does with tool_choice "auto"), or, with `tool_choice="required"`
+on the server, to a call: a call comes back as Ollama sends one, `message.tool_calls` =
+[{"function": {"name", "arguments": {...}}}] with content "". A scripted answer that is a
+dict {"name", "arguments"} is such a call. Every `tools` list received is kept in `tools`;
+history messages with `tool_calls` and role "tool" messages are read back into the prompt.
+
 Faults can be injected for the next requests (see `Fault`): an error status, a
 slow first byte, or a stream cut off mid-way. A refused connection is simply a
 port nobody listens on (`refused_url()`).
@@ -86,8 +94,9 @@ class OllamaProtocolServer:
         n_ctx: int = 4096,
         overflow: str = "truncate",
         max_ctx: int | None = None,
-        scripted: Callable[[str], str] | None = None,
+        scripted: Callable[[str], str | dict[str, Any]] | None = None,
         latency: float = 0.0,
+        tool_choice: str = "auto",
     ) -> None:
         self.models = models
         # Scripted: answer `scripted(prompt text)` after `latency` seconds, without the model,
@@ -103,6 +112,9 @@ class OllamaProtocolServer:
         self.max_ctx = max_ctx
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.formats: list[Any] = []  # the `format` of each generating request that had one
+        self.tools: list[list[dict[str, Any]]] = []  # the `tools` of each chat that had them
+        self.tool_choice = tool_choice  # "auto" (a call or text) or "required" (a call)
+        self._tool_choice = tool_choice  # what clear() goes back to
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._infos = {name: read_gguf_info(path) for name, path in models.items()}
@@ -133,6 +145,8 @@ class OllamaProtocolServer:
             self._faults.clear()
             self.requests.clear()
             self.formats.clear()
+            self.tools.clear()
+            self.tool_choice = self._tool_choice
 
     def take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -149,6 +163,8 @@ class OllamaProtocolServer:
             self.requests.append((path, body))
             if path in ("/api/chat", "/api/generate") and body.get("format"):
                 self.formats.append(body["format"])
+            if path == "/api/chat" and body.get("tools"):
+                self.tools.append(body["tools"])
 
     # -- what the endpoints answer ------------------------------------------------------------
 
@@ -190,7 +206,7 @@ class OllamaProtocolServer:
                 "general.parameter_count": info.parameters,
                 f"{info.architecture}.context_length": info.context_length,
             },
-            "capabilities": ["completion", "embedding"],
+            "capabilities": ["completion", "tools", "embedding"],  # tools: see /api/chat
             "modified_at": _now(),
         }
 
@@ -213,6 +229,33 @@ def _llama_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if params["max_tokens"] < 0:  # Ollama: -1 means "until done"
         params["max_tokens"] = 512
     return params
+
+
+def _history(message: dict[str, Any]) -> dict[str, Any]:
+    """An Ollama chat message as the chat template takes it: an assistant's tool calls
+    written back as the model writes a call, a tool message's name kept."""
+    from pipelines.backends.tools import call_text
+
+    content = message.get("content") or ""
+    calls = [
+        call_text(c["function"]["name"], c["function"].get("arguments") or {})
+        for c in message.get("tool_calls") or []
+    ]
+    entry = {
+        "role": message.get("role", "user"),
+        "content": "\n".join(filter(None, [content, *calls])),
+    }
+    if message.get("tool_name"):
+        entry["name"] = message["tool_name"]
+    return entry
+
+
+def _ollama_calls(text: str) -> list[dict[str, Any]]:
+    """The tool call in an answer, in Ollama's shape ([] for plain text)."""
+    from pipelines.backends.tools import parse_call
+
+    calls, _ = parse_call(text)
+    return [{"function": {"name": c["name"], "arguments": c["args"]}} for c in calls]
 
 
 def _format_grammar(answer_format: Any, max_tokens: int) -> Any:
@@ -349,10 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = self._model(body)
         if not name:
             return
-        messages = [
-            {"role": m.get("role", "user"), "content": m.get("content", "")}
-            for m in body.get("messages", [])
-        ]
+        messages = [_history(m) for m in body.get("messages", [])]
         self._respond(name, body, fault, messages=messages)
 
     def _generate(self, body: dict[str, Any], fault: Fault | None) -> None:
@@ -372,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: dict[str, Any],
         fault: Fault | None,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
     ) -> None:
         """Generate with llama.cpp; answer in /api/chat or /api/generate shape."""
@@ -385,6 +425,12 @@ class _Handler(BaseHTTPRequestHandler):
         window = int(options.get("num_ctx") or self.backend.n_ctx)
         window = min(window, self.backend.max_ctx or window)
         runtime = self.backend.runtime(name, window)
+        offered = body.get("tools") if chat else None
+        choice = "required" if self.backend.tool_choice == "required" else "auto"
+        if offered and messages is not None:
+            from pipelines.backends import tools as tool_calls
+
+            messages = tool_calls.with_tools_prompt(messages, offered, choice)
         with runtime.lock:
             if messages is not None:
                 templated = runtime.chat_prompt(messages)
@@ -405,6 +451,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, f"invalid format: {json.dumps(answer_format)[:80]}")
                 return
             params["grammar"] = grammar
+        elif offered:
+            from llama_cpp import LlamaGrammar
+
+            from pipelines.backends import tools as tool_calls
+
+            text = tool_calls.grammar_text(offered, choice, params["max_tokens"])
+            params["grammar"] = LlamaGrammar.from_string(text, verbose=False)
         started = time.perf_counter_ns()
 
         def piece(text: str) -> dict[str, Any]:
@@ -441,10 +494,25 @@ class _Handler(BaseHTTPRequestHandler):
                 final["context"] = []
             yield final
 
-        if body.get("stream", True):
+        if offered:  # a call comes whole, as Ollama sends one: tool_calls, content ""
+            parts = list(generate())
+            text = "".join(p["message"]["content"] for p in parts[:-1])
+            calls = _ollama_calls(text)
+            if calls:
+                message = {"role": "assistant", "content": "", "tool_calls": calls}
+                if body.get("stream", True):
+                    self._stream(iter([{**piece(""), "message": message}, parts[-1]]), fault)
+                else:
+                    self._send_json(200, {**parts[-1], "message": message})
+                return
+            if body.get("stream", True):
+                self._stream(iter(parts), fault)
+                return
+        elif body.get("stream", True):
             self._stream(generate(), fault)
             return
-        parts = list(generate())
+        else:
+            parts = list(generate())
         final = parts[-1]
         text = "".join(p["message"]["content"] if chat else p["response"] for p in parts[:-1])
         if chat:
@@ -458,10 +526,11 @@ class _Handler(BaseHTTPRequestHandler):
         name: str,
         body: dict[str, Any],
         chat: bool,
-        messages: list[dict[str, str]] | None,
+        messages: list[dict[str, Any]] | None,
         prompt: str | None,
     ) -> None:
-        """A fixed latency and a scripted answer; one token per prompt character."""
+        """A fixed latency and a scripted answer; one token per prompt character. An answer
+        {"name", "arguments"} is a tool call."""
         backend = self.backend
         text = "\n".join(m["content"] for m in messages) if messages is not None else prompt or ""
         with backend._lock:
@@ -469,10 +538,16 @@ class _Handler(BaseHTTPRequestHandler):
             backend.most_in_flight = max(backend.most_in_flight, backend.in_flight)
         try:
             time.sleep(backend.latency)
-            answer = backend.scripted(text)
+            scripted = backend.scripted(text)
         finally:
             with backend._lock:
                 backend.in_flight -= 1
+        calls: list[dict[str, Any]] = []
+        if isinstance(scripted, dict):
+            calls = [{"function": {"name": scripted["name"], "arguments": scripted["arguments"]}}]
+            answer = ""
+        else:
+            answer = scripted
         final: dict[str, Any] = {
             "model": name, "created_at": _now(), "done": True, "done_reason": "stop",
             "total_duration": int(backend.latency * 1e9), "load_duration": 0,
@@ -481,6 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
         }  # fmt: skip
         if chat:
             final["message"] = {"role": "assistant", "content": answer}
+            if calls:
+                final["message"]["tool_calls"] = calls
         else:
             final["response"], final["context"] = answer, []
         if body.get("stream", True):

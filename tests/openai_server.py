@@ -24,6 +24,9 @@ def free_port() -> int:
 class LlamaCppServer:
     chat_model = "smollm2"
     embed_model = "smollm2-embed"
+    # The same GGUF with llama-cpp-python's "chatml-function-calling" format: tools and a
+    # named tool_choice (its own grammar); tool_choice "required" it does not take (500).
+    tools_model = "smollm2-tools"
 
     def __init__(self, gguf: Path, workdir: Path, *, key: str | None = None, n_ctx: int = 2048):
         self.gguf, self.workdir = gguf, workdir
@@ -46,6 +49,8 @@ class LlamaCppServer:
                 {"model": str(self.gguf), "model_alias": self.chat_model, "n_ctx": self.n_ctx},
                 {"model": str(self.gguf), "model_alias": self.embed_model, "embedding": True,
                  "n_ctx": 512, "kv_overrides": ["llama.pooling_type=int:1"]},
+                {"model": str(self.gguf), "model_alias": self.tools_model, "n_ctx": self.n_ctx,
+                 "chat_format": "chatml-function-calling"},
             ],
         }  # fmt: skip
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,13 +35,15 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.backends import structured
+from pipelines.backends import structured, tools
 from pipelines.backends.llama_build import import_llama_cpp, safe_model_params
 from pipelines.errors import ContextOverflowError, LlamaCppMissingError, UsageError
 
@@ -95,7 +98,7 @@ class LlamaRuntime:
             stop_token_ids=[eos],
         )
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> ChatPrompt:
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
         """The tokens the model reads for these messages, and the template's stops."""
         result = self._formatter(messages=messages)
         tokens = self.llama.tokenize(
@@ -233,7 +236,12 @@ class LlamaParams(BaseModel):
         return params
 
 
-_ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+_ROLES = {
+    SystemMessage: "system",
+    HumanMessage: "user",
+    AIMessage: "assistant",
+    ToolMessage: "tool",
+}
 
 
 @contextlib.contextmanager
@@ -251,16 +259,33 @@ def decode_errors() -> Iterator[None]:
         ) from None
 
 
-def _to_llama_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
-    converted = []
+def _to_llama_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """Messages as the chat template takes them. An AI message's tool calls are written
+    back as the model writes a call ({"name": ..., "arguments": ...}, one a line, after its
+    text); a tool message is role "tool" (with its tool_call_id and name, for templates
+    that use them), its content the tool's result, marked when the tool failed."""
+    converted: list[dict[str, Any]] = []
     for message in messages:
         role = next((r for t, r in _ROLES.items() if isinstance(message, t)), None)
         if role is None:
             raise UsageError(
                 f"the embedded backend cannot send a {type(message).__name__}",
-                hint="use system, human and AI messages only",
+                hint="use system, human, AI and tool messages only",
             )
-        converted.append({"role": role, "content": message.text})
+        content = str(message.text)
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = [tools.call_text(c["name"], c["args"]) for c in message.tool_calls]
+            content = "\n".join([content, *calls] if content else calls)
+        entry: dict[str, Any] = {"role": role, "content": content}
+        if isinstance(message, ToolMessage):
+            if message.status == "error":
+                entry["content"] = (
+                    f"Error: {content}" if not content.startswith("Error") else content
+                )
+            entry["tool_call_id"] = message.tool_call_id
+            if message.name:
+                entry["name"] = message.name
+        converted.append(entry)
     return converted
 
 
@@ -280,6 +305,32 @@ def _grammar(response_format: Any, max_tokens: int) -> Any:
 
     schema = structured.response_format_schema(response_format)
     return LlamaGrammar.from_string(structured.grammar_text(schema, max_tokens), verbose=False)
+
+
+def _tool_request(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], Any] | None:
+    """(the OpenAI tools, the normalized tool_choice) a call asks for; None without tools
+    or with tool_choice "none" (then the answer is plain text)."""
+    given = kwargs.get("tools")
+    if not given:
+        return None
+    bound = tools.openai_tools(given)
+    choice = tools.normalize_choice(kwargs.get("tool_choice"), bound)
+    return None if choice == "none" else (bound, choice)
+
+
+def _prompt_messages(
+    messages: list[BaseMessage], request: tuple[list[dict[str, Any]], Any] | None
+) -> list[dict[str, Any]]:
+    converted = _to_llama_messages(messages)
+    return converted if request is None else tools.with_tools_prompt(converted, *request)
+
+
+def _answer(text: str, calling: bool, **fields: Any) -> AIMessage:
+    """The answer as an AIMessage: with tool_calls (and content "") when it is a call."""
+    calls, invalid = tools.parse_call(text) if calling else ([], [])
+    if calls:
+        return AIMessage(content="", tool_calls=calls, **fields)
+    return AIMessage(content=text, invalid_tool_calls=invalid, **fields)
 
 
 class EmbeddedChatModel(LlamaParams, BaseChatModel):
@@ -302,9 +353,26 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         """The model's answers parsed into `schema` (a pydantic class, a TypedDict or a
         JSON schema): method "json_schema" holds decoding to the schema's grammar,
         "json_mode" to any JSON object (the prompt must then say which keys);
-        "function_calling" (no tools here) does what "json_schema" does.
+        "function_calling" does what "json_schema" does.
         `include_raw=True` gives {"raw", "parsed", "parsing_error"} instead."""
         return structured.structured_output(self, schema, method, include_raw, kwargs)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with these tools: shown in the prompt, and the answer held to a grammar
+        of a call to one of them with its argument schema (pipelines/backends/tools.py).
+        tool_choice: None/"auto" (a call or text), "any"/"required" (a call), a tool's
+        name (a call to it), "none" (text)."""
+        from pipelines.backends import tools as tool_calls
+
+        bound = tool_calls.openai_tools(tools)
+        tool_calls.normalize_choice(tool_choice, bound)  # a bad choice fails here, not later
+        return super().bind(tools=bound, tool_choice=tool_choice, **kwargs)
 
     @property
     def _llm_type(self) -> str:
@@ -318,22 +386,36 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
         return len(self._runtime().llama.tokenize(text.encode("utf-8"), add_bos=False))
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
-        """Exactly what the model will read: the messages in its chat template."""
+        """Exactly what the model will read: the messages in its chat template (with the
+        tools shown, when given)."""
         runtime = self._runtime()
+        request = _tool_request({"tools": tools})
         with runtime.lock:
-            return len(runtime.chat_prompt(_to_llama_messages(messages)).tokens)
+            return len(runtime.chat_prompt(_prompt_messages(messages, request)).tokens)
 
     def _start(
         self, runtime: LlamaRuntime, messages: list[BaseMessage], stop: list[str] | None,
         kwargs: dict[str, Any], stream: bool,
-    ) -> tuple[Any, int]:  # fmt: skip
-        """(llama.cpp's completion or stream, prompt tokens); hold `runtime.lock`."""
-        prompt = runtime.chat_prompt(_to_llama_messages(messages))
+    ) -> tuple[Any, int, bool]:  # fmt: skip
+        """(llama.cpp's completion or stream, prompt tokens, whether the answer may be a tool
+        call); hold `runtime.lock`."""
+        request = _tool_request(kwargs)
+        prompt = runtime.chat_prompt(_prompt_messages(messages, request))
         runtime.require_room(len(prompt.tokens))
         runtime.fresh()
         params = self._call_params([*(stop or []), *prompt.stop], kwargs)
         params["max_tokens"] = runtime.room_for(len(prompt.tokens), params["max_tokens"])
-        if kwargs.get("response_format") is not None:
+        if request is not None:
+            from llama_cpp import LlamaGrammar
+
+            if kwargs.get("response_format") is not None:
+                raise UsageError(
+                    "a call cannot take both tools and a response_format",
+                    hint="bind one of them",
+                )
+            text = tools.grammar_text(*request, params["max_tokens"])
+            params["grammar"] = LlamaGrammar.from_string(text, verbose=False)
+        elif kwargs.get("response_format") is not None:
             params["grammar"] = _grammar(kwargs["response_format"], params["max_tokens"])
         completion = runtime.llama.create_completion(
             prompt=prompt.tokens,
@@ -341,7 +423,7 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
             stream=stream,
             **params,
         )
-        return completion, len(prompt.tokens)
+        return completion, len(prompt.tokens), request is not None
 
     def _generate(
         self,
@@ -352,10 +434,11 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     ) -> ChatResult:
         runtime = self._runtime()
         with runtime.lock, decode_errors():
-            response, _ = self._start(runtime, messages, stop, kwargs, stream=False)
+            response, _, calling = self._start(runtime, messages, stop, kwargs, stream=False)
         choice = response["choices"][0]
-        message = AIMessage(
-            content=choice["text"],
+        message = _answer(
+            choice["text"],
+            calling,
             usage_metadata=_usage(response.get("usage")),
             response_metadata={
                 "model_name": self.model_name,
@@ -373,8 +456,13 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         runtime = self._runtime()
         with runtime.lock, decode_errors():  # held until the stream ends or is closed
-            stream, prompt_tokens = self._start(runtime, messages, stop, kwargs, stream=True)
+            stream, prompt_tokens, calling = self._start(
+                runtime, messages, stop, kwargs, stream=True
+            )
             parts: list[str] = []
+            # A tool call is held back and comes whole in the last chunk (as tool_call_chunks);
+            # with tool_choice "auto" the first characters say whether the answer is one.
+            held: bool | None = None if calling else False
             for part in stream:
                 choice = part["choices"][0]
                 text = choice["text"] or ""
@@ -382,6 +470,11 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
                 if not text and not finish:
                     continue
                 parts.append(text)
+                if held is None and "".join(parts).strip():
+                    held = tools.is_call("".join(parts))
+                    text = "".join(parts)  # what was held while undecided
+                if held is not False and not finish:
+                    continue
                 metadata: dict[str, Any] = {}
                 usage = None
                 if finish:  # the last chunk carries the usage, as Ollama's and OpenAI's do
@@ -393,11 +486,23 @@ class EmbeddedChatModel(LlamaParams, BaseChatModel):
                         {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
                          "total_tokens": prompt_tokens + generated}
                     )  # fmt: skip
-                chunk = ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=text, response_metadata=metadata, usage_metadata=usage
-                    )
+                message = AIMessageChunk(
+                    content=text, response_metadata=metadata, usage_metadata=usage
                 )
+                if held is not False:  # the end of a held answer: a call, or text after all
+                    answer = _answer("".join(parts), True)
+                    text = answer.text  # the callback sees a call as no text, not its JSON
+                    message = AIMessageChunk(
+                        content=answer.text,
+                        tool_call_chunks=[
+                            {"name": c["name"], "args": json.dumps(c["args"], ensure_ascii=False),
+                             "id": c["id"], "index": 0, "type": "tool_call_chunk"}
+                            for c in answer.tool_calls
+                        ],
+                        response_metadata=metadata,
+                        usage_metadata=usage,
+                    )  # fmt: skip
+                chunk = ChatGenerationChunk(message=message)
                 if run_manager and text:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk

@@ -267,6 +267,18 @@ class OpenAIChat(_Served, BaseChatOpenAI):
             schema, method=method, include_raw=include_raw, strict=strict, **kwargs
         )
 
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """BaseChatOpenAI's payload, with an assistant's tool-call message sent with content
+        "" instead of null: llama-cpp-python's server refuses a null content (a 500 naming
+        the message), and OpenAI and vLLM take either."""
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        for message in payload.get("messages") or []:
+            if message.get("role") == "assistant" and message.get("content") is None:
+                message["content"] = ""
+        return payload
+
 
 class OpenAICompletion(_Served, OpenAI):
     """Text completions (`/v1/completions`): the completion form of PAL's prompts."""
