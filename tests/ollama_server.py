@@ -43,8 +43,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.embedded import EmbeddedEmbeddings, load_runtime
+from pipelines.backends.embedded import EmbeddedEmbeddings
 from pipelines.backends.gguf import read_gguf_info
+from pipelines.backends.llama_runtime import load_runtime
 
 VERSION = "0.6.0-llamapipe-test"
 KEEP = 4  # tokens Ollama keeps from the front when it cuts a prompt

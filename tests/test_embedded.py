@@ -74,7 +74,7 @@ def test_completion_form_continues_raw_text(backend: Backend) -> None:
 
 def test_a_decode_failure_is_a_clear_error_not_an_internal_one() -> None:
     """llama.cpp's "llama_decode returned 1" (no room left) becomes one line with a hint."""
-    from pipelines.backends.embedded import decode_errors
+    from pipelines.backends.llama_runtime import decode_errors
     from pipelines.errors import ContextOverflowError
 
     with (
@@ -88,7 +88,7 @@ def test_a_decode_failure_is_a_clear_error_not_an_internal_one() -> None:
 
 
 def test_the_answer_always_keeps_a_spare_cell(backend: Backend) -> None:
-    from pipelines.backends.embedded import load_runtime
+    from pipelines.backends.llama_runtime import load_runtime
 
     chat = backend.chat
     runtime = load_runtime(chat.model_path, chat.n_ctx, chat.threads)  # type: ignore[attr-defined]

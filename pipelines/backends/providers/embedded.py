@@ -56,14 +56,9 @@ def select(settings: Settings, mode: Mode) -> Choice:
 
 
 def build(settings: Settings, choice: Choice) -> Backend:
-    from pipelines.backends.embedded import (
-        EmbeddedChatModel,
-        EmbeddedEmbeddings,
-        EmbeddedLLM,
-        load_runtime,
-        require_llama_cpp,
-    )
+    from pipelines.backends.embedded import EmbeddedChatModel, EmbeddedEmbeddings, EmbeddedLLM
     from pipelines.backends.gguf import check_gguf
+    from pipelines.backends.llama_runtime import load_runtime, require_llama_cpp
 
     path = check_gguf(gguf_path(settings))
     require_llama_cpp()
