@@ -12,8 +12,11 @@ JSON: the CLI's exit code and every process still parented to it.
 --model-delay: the scripted model takes S seconds per reply (a slow model to interrupt).
 --file-delay: reading each document takes S s longer (a slow ingest to interrupt);
   --file-marks DIR: DIR/reading-N and DIR/N appear as the Nth document starts and is read,
-  DIR/embed-N once the Nth batch of vectors is done.
+  DIR/embed-N once the Nth batch of vectors is done; with --program, DIR/model-N as the
+  Nth model call starts.
 --wait-for: wait until this path exists (e.g. DIR/3) before counting --interrupt-after.
+--wait-for-line GLOB: wait until a file matching GLOB (from the working directory, e.g.
+  runs/*/results.jsonl) holds a whole line, before counting --interrupt-after.
 --embed-delay: the scripted backend has embeddings taking S s per batch (dense vectors).
 --interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds; --twice: again 0.3 s later.
 --kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
@@ -30,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +73,19 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
+def reached(path: str | None, line_in: str | None) -> bool:
+    """`path` exists, and a file matching the glob `line_in` holds a whole line."""
+    if path is not None and not Path(path).exists():
+        return False
+    if line_in is None:
+        return True
+    for found in Path().glob(line_in):
+        with contextlib.suppress(OSError):
+            if b"\n" in found.read_bytes():
+                return True
+    return False
+
+
 def run_cli(
     argv: list[str],
     program: str | None,
@@ -92,7 +109,16 @@ def run_cli(
         from tests.fakes import ScriptedChat
         from tests.scripted_backend import NAME, scripted_provider
 
+        replies = 0
+        lock = threading.Lock()
+
         def reply(prompt: str) -> str:
+            nonlocal replies
+            if file_marks:  # DIR/model-N: the Nth model call has started
+                with lock:
+                    replies += 1
+                    Path(file_marks).mkdir(parents=True, exist_ok=True)
+                    (Path(file_marks) / f"model-{replies}").touch()
             time.sleep(delay)
             return program
 
@@ -115,6 +141,7 @@ def main() -> None:
     parser.add_argument("--embed-delay", type=float)
     parser.add_argument("--file-marks")
     parser.add_argument("--wait-for")
+    parser.add_argument("--wait-for-line")
     parser.add_argument("--python")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -133,9 +160,9 @@ def main() -> None:
         )
     watched: list[int] = []
     interrupted = 0.0
-    if args.wait_for is not None:
+    if args.wait_for is not None or args.wait_for_line is not None:
         deadline = time.monotonic() + 60
-        while not Path(args.wait_for).exists() and time.monotonic() < deadline:
+        while not reached(args.wait_for, args.wait_for_line) and time.monotonic() < deadline:
             time.sleep(0.02)
     if args.interrupt_after is not None:
         time.sleep(args.interrupt_after)

@@ -49,11 +49,15 @@ def interrupted(tmp_path: Path, *args: str, after: float = 2.0) -> tuple[dict, s
 
 @needs_walls
 def test_pal_ask_with_samples_stops_at_once(tmp_path: Path) -> None:
-    """Five samples in threads, each waiting on the model: the issue saw ~16 s and a SIGSEGV."""
+    """Five samples in threads, each waiting on the model: the issue saw ~16 s and a SIGSEGV.
+    The SIGINT comes once the first model call has started (the sandbox is up by then)."""
+    marks = tmp_path / "marks"
     report, _ = interrupted(
-        tmp_path, "--model-delay", "20", "--program", ANSWER, "--", "pal", "ask", "q?",
-        "--samples", "5",
+        tmp_path, "--model-delay", "20", "--program", ANSWER, "--file-marks", str(marks),
+        "--wait-for", str(marks / "model-1"), "--", "pal", "ask", "q?", "--samples", "5",
+        after=0.3,
     )  # fmt: skip
+    assert (marks / "model-1").exists()
     print("stopped", report["seconds_after_interrupt"], "s after the first SIGINT")
 
 
@@ -73,8 +77,8 @@ def test_eval_run_keeps_finished_outputs_and_resumes(tmp_path: Path) -> None:
     spec = ROOT / "evals" / "specs" / "demo.yaml"
     out = tmp_path / "runs"
     _, stderr = interrupted(
-        tmp_path, "--model-delay", "1", "--program", "번역", "--", "eval", "run", str(spec),
-        "--out", str(out), after=3.5,
+        tmp_path, "--model-delay", "1", "--program", "번역", "--wait-for-line",
+        "runs/*/results.jsonl", "--", "eval", "run", str(spec), "--out", str(out), after=0.3,
     )  # fmt: skip
     assert "finished outputs kept in" in stderr and "again to resume" in stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]

@@ -100,3 +100,28 @@ def test_a_script_that_never_closes_its_sandbox_leaves_nothing(tmp_path: Path) -
     report = under_subreaper(tmp_path, "--python", script)
     assert report["exit"] == 0
     assert report["left"] == []
+
+
+def test_ctrl_c_while_the_fork_server_starts_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C lands while the zygote is starting (before the Sandbox knows of it), and the
+    host then leaves with os._exit as the CLI does after an interrupt (no atexit): the
+    zygote was still stopped and reaped, not left to die unreaped with its thread."""
+    script = (
+        "import os\n"
+        "from pipelines.sandbox import Sandbox, forkserver\n"
+        "real = forkserver.ForkServer._receive\n"
+        "def receive(self, timeout):\n"
+        "    if not getattr(self, 'hit', False):\n"
+        "        self.hit = True\n"
+        "        raise KeyboardInterrupt  # as the SIGINT handler raises it\n"
+        "    return real(self, timeout)\n"
+        "forkserver.ForkServer._receive = receive\n"
+        "try:\n"
+        "    with Sandbox() as sandbox:\n"
+        "        pass\n"
+        "except KeyboardInterrupt:\n"
+        "    os._exit(130)\n"
+    )
+    report = under_subreaper(tmp_path, "--python", script)
+    assert report["exit"] == 130
+    assert report["left"] == []

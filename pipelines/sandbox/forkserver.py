@@ -101,10 +101,16 @@ class ForkServer:
         """Start the zygote and wait until it is ready; SandboxUnavailableError when this
         system cannot build its walls."""
         self._keeper.start()
-        self._started.wait()
-        if self._error is not None:
-            raise self._error
-        message, _ = self._receive(timeout)
+        try:
+            self._started.wait()
+            if self._error is not None:
+                raise self._error
+            message, _ = self._receive(timeout)
+        except BaseException:
+            # Ctrl-C while the zygote starts: nobody else knows of it yet (not the Sandbox,
+            # not `_running`), so stop and reap it here, or it dies unreaped with this thread.
+            self.close()
+            raise
         if message[:1] == b"E":
             self.close()
             raise parse_wall_error(message[1:])

@@ -149,13 +149,14 @@ class Sandbox:
             why = "isolation unsafe" if self.isolation == "unsafe" else "fork server off"
             self.engine = f"per-run worker ({why})"
             return
-        server = ForkServer(self.limits, self.python_layers)
+        # Known to `close` before it starts, so a Ctrl-C just as it is up still stops it.
+        self._server = server = ForkServer(self.limits, self.python_layers)
         try:
             server.start()
         except (SandboxError, SandboxUnavailableError) as exc:  # the per-run worker may work
+            self._server = None
             self.engine = f"per-run worker (no fork server here: {exc.message})"
             return
-        self._server = server
         self.engine = "fork server"
 
     def _new(self) -> RunProcess:
