@@ -17,6 +17,8 @@ JSON: the CLI's exit code and every process still parented to it.
 --wait-for: wait until this path exists (e.g. DIR/3) before counting --interrupt-after.
 --wait-for-line GLOB: wait until a file matching GLOB (from the working directory, e.g.
   runs/*/results.jsonl) holds a whole line, before counting --interrupt-after.
+--wait-for-processes N: wait until the CLI has N processes below it (the sandbox's are up)
+  before counting --interrupt-after or --kill-after.
 --embed-delay: the scripted backend has embeddings taking S s per batch (dense vectors).
 --interrupt-after: send the CLI SIGINT (Ctrl-C) after S seconds; --twice: again 0.3 s later.
 --kill-after: send the CLI SIGKILL after S seconds; its descendants are listed first.
@@ -142,6 +144,7 @@ def main() -> None:
     parser.add_argument("--file-marks")
     parser.add_argument("--wait-for")
     parser.add_argument("--wait-for-line")
+    parser.add_argument("--wait-for-processes", type=int)
     parser.add_argument("--python")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -163,6 +166,10 @@ def main() -> None:
     if args.wait_for is not None or args.wait_for_line is not None:
         deadline = time.monotonic() + 60
         while not reached(args.wait_for, args.wait_for_line) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if args.wait_for_processes is not None:
+        deadline = time.monotonic() + 60
+        while len(descendants(child)) < args.wait_for_processes and time.monotonic() < deadline:
             time.sleep(0.02)
     if args.interrupt_after is not None:
         time.sleep(args.interrupt_after)

@@ -23,6 +23,9 @@ HELPER = Path(__file__).with_name("subreaper.py")
 ROOT = HELPER.parents[1]
 SPIN = "def solution():\n    while True:\n        pass\n"
 ANSWER = "```python\ndef solution():\n    return 7 * 12\n```"
+# Signal the CLI a second after the sandbox's processes are up (the zygote and the child
+# that runs the program), not after a fixed time that a loaded machine may spend importing.
+SANDBOX_UP = ("--wait-for-processes", "2")
 
 
 def under_subreaper(tmp_path: Path, *args: str) -> dict:
@@ -55,8 +58,9 @@ def test_sandbox_run_leaves_nothing(tmp_path: Path, program: str, code: int) -> 
 def test_sandbox_run_interrupted_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "spin.py").write_text(SPIN)
     report = under_subreaper(
-        tmp_path, "--interrupt-after", "2", "--", "sandbox", "run", "spin.py", "--timeout", "30"
-    )
+        tmp_path, *SANDBOX_UP, "--interrupt-after", "1", "--",
+        "sandbox", "run", "spin.py", "--timeout", "30",
+    )  # fmt: skip
     assert report["exit"] == 130  # what a shell reports for Ctrl-C
     assert report["left"] == []
 
@@ -71,8 +75,9 @@ def test_pal_ask_leaves_nothing(tmp_path: Path, reply: str, code: int) -> None:
 def test_pal_ask_interrupted_leaves_nothing(tmp_path: Path) -> None:
     spin = f"```python\n{SPIN}```"
     report = under_subreaper(
-        tmp_path, "--interrupt-after", "3", "--program", spin, "--", "pal", "ask", "spin?"
-    )
+        tmp_path, *SANDBOX_UP, "--interrupt-after", "1", "--program", spin,
+        "--", "pal", "ask", "spin?",
+    )  # fmt: skip
     assert report["exit"] == 130
     assert report["left"] == []
 
@@ -80,8 +85,9 @@ def test_pal_ask_interrupted_leaves_nothing(tmp_path: Path) -> None:
 def test_killed_cli_leaves_no_live_process(tmp_path: Path) -> None:
     (tmp_path / "spin.py").write_text(SPIN)
     report = under_subreaper(
-        tmp_path, "--kill-after", "2", "--", "sandbox", "run", "spin.py", "--timeout", "30"
-    )
+        tmp_path, *SANDBOX_UP, "--kill-after", "1", "--",
+        "sandbox", "run", "spin.py", "--timeout", "30",
+    )  # fmt: skip
     assert report["exit"] == -9
     assert report["watched"], "the run should have had a worker to watch"
     assert report["alive"] == []
