@@ -1,0 +1,30 @@
+"""The code agent's host side (issue 24, items 4-5): work in progress.
+
+What exists:
+
+- `pipelines.agent.tools`: `Tool`, the `ToolBox` registry (plain typed functions, LangChain
+  tools), the built-in `calculator` and the `search_tool(index)` factory whose passages carry
+  offsets the host has verified against the stored document.
+- `pipelines.agent.channel`: the one narrow channel a program's tool calls cross: framed,
+  strict JSON requests, validated against each tool's pydantic schema, bounded in frame
+  size, calls and bytes per run; `Dispatcher` answers every frame with exactly one reply.
+- `pipelines.agent.client`: the program's side (`call(tool, **args)`), pure Python, to be
+  injected into the sandbox.
+
+Not wired yet: the channel is not connected to the sandbox's worker or zygote, and there is
+no agent loop, CLI command, REPL, web route, eval task or bench. See docs/agent.md.
+"""
+
+from pipelines.agent.channel import ChannelLimits, Dispatcher, client_source, serve
+from pipelines.agent.tools import Tool, ToolBox, calculator, search_tool
+
+__all__ = [
+    "ChannelLimits",
+    "Dispatcher",
+    "Tool",
+    "ToolBox",
+    "calculator",
+    "client_source",
+    "search_tool",
+    "serve",
+]
