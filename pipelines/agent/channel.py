@@ -244,7 +244,8 @@ class Dispatcher:
                 known = ", ".join(self.toolbox.names) or "none"
                 raise Refused("UnknownTool", f"no tool named {name!r}; there are: {known}")
             try:
-                valid = tool.args.model_validate(args)
+                # As JSON: a date may come as text, a number never as "3".
+                valid = tool.args.model_validate_json(json.dumps(args, ensure_ascii=False))
             except ValidationError as err:
                 raise Refused("InvalidArguments", _validation_summary(err)) from None
             try:

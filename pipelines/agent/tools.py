@@ -58,8 +58,21 @@ def _check_name(name: str) -> str:
 
 def args_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
     """A strict pydantic model of `func`'s parameters (validate_call's rules, as a model)."""
+    target: Any = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func)):
+        target = type(func).__call__  # a callable object: its __call__'s annotations
+
+    class Parameters:  # the parameters' annotations only: the return's may not resolve
+        __annotations__ = {
+            k: v for k, v in getattr(target, "__annotations__", {}).items() if k != "return"
+        }
+        __globals__ = getattr(target, "__globals__", {})
+
     try:
-        hints = get_type_hints(func, include_extras=True)
+        scope = inspect.getclosurevars(target).nonlocals if inspect.isfunction(target) else {}
+        hints = get_type_hints(
+            Parameters, globalns=Parameters.__globals__, localns=scope, include_extras=True
+        )
     except Exception as exc:  # an annotation naming something out of scope
         raise TypeError(f"tool {name}: cannot read its type annotations ({exc})") from None
     fields: dict[str, Any] = {}
