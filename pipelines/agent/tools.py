@@ -190,10 +190,21 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.UAdd: operator.pos,
     ast.USub: operator.neg,
 }
+
+
+def _round(value: Number, ndigits: Number | None = None) -> Number:
+    """round(), with ndigits bounded: round(10**70, -10**7) would compute 10**(10**7)."""
+    if ndigits is None:
+        return round(value)
+    if not isinstance(ndigits, int) or abs(ndigits) > 400:
+        raise CalculatorError("round's digits must be an integer between -400 and 400")
+    return round(value, ndigits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "log10": math.log10,
     "sin": math.sin, "cos": math.cos, "tan": math.tan, "floor": math.floor,
-    "ceil": math.ceil, "abs": abs, "round": round, "min": min, "max": max,
+    "ceil": math.ceil, "abs": abs, "round": _round, "min": min, "max": max,
 }  # fmt: skip
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 
