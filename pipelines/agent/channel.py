@@ -24,7 +24,6 @@ null and closes the channel: `closed` is set and all further input is ignored.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import struct
@@ -35,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines import strict_json
 from pipelines.agent.tools import ToolBox
 
 HEADER = struct.Struct(">I")
@@ -79,30 +79,6 @@ class CallRecord:
     ms: float
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        raise ValueError("a key is repeated")
-    return doc
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > INT_DIGITS:
-        raise ValueError("an integer is too long")
-    return int(text)
-
-
 def _bounded(value: Any, limits: ChannelLimits) -> str | None:
     """Why `value` is outside the limits (nesting, item count, valid text), or None."""
     budget = limits.max_items
@@ -130,13 +106,7 @@ def _bounded(value: Any, limits: ChannelLimits) -> str | None:
 def parse_request(body: bytes, limits: ChannelLimits) -> tuple[int, str, dict[str, Any]]:
     """(id, tool, args) of a request body, or `Refused` (type `BadFrame`)."""
     try:
-        doc = json.loads(
-            body.decode("utf-8"),
-            parse_constant=_no_constant,
-            parse_float=_finite,
-            parse_int=_small_int,
-            object_pairs_hook=_unique,
-        )
+        doc = strict_json.loads(body.decode("utf-8"), max_int_digits=INT_DIGITS)
     except UnicodeDecodeError:
         raise Refused("BadFrame", "the frame is not UTF-8") from None
     except RecursionError:

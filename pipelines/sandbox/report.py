@@ -8,11 +8,10 @@ anything or touches an object the program made.
 
 from __future__ import annotations
 
-import json
-import math
 import signal
 from typing import Any
 
+from pipelines import strict_json
 from pipelines.sandbox.limits import Limits
 from pipelines.sandbox.result import ErrorInfo, Isolation, Killed, SandboxResult
 
@@ -81,24 +80,6 @@ def build_result(
     )
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        raise ValueError("a key is repeated")
-    return doc
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
 REPORT_KEYS = {"ok", "result", "error", "memory"}
 INT_BITS = 128  # the worker sends larger integers as text
 
@@ -144,12 +125,7 @@ def parse_report(raw: bytes, limits: Limits) -> dict[str, Any] | None:
     invalid JSON; no repeated key), exactly the four keys, booleans where booleans belong,
     the error's fields as valid text, and a result within the result limits."""
     try:
-        doc = json.loads(
-            raw.decode("utf-8"),
-            parse_constant=_no_constant,
-            parse_float=_finite,
-            object_pairs_hook=_unique,
-        )
+        doc = strict_json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or set(doc) != REPORT_KEYS:
