@@ -5,8 +5,9 @@ namespace: `kill(-1, SIGKILL)` reaches only the guard, never the developer's ses
 The guard shares the network and the file system with the tests, so the tests can still
 see an escape's side effects (a marker file, a connection to a loopback listener).
 
-Protocol: one JSON request per line on stdin, `{"code", "limits", "python_layers"}`, or
-`{"ping": true}`; one JSON line back, the result plus the guard's pid.
+Protocol: one JSON request per line on stdin, `{"code", "limits", "python_layers", "tools"}`
+(`tools`: serve the run's tool channel with a calculator), or `{"ping": true}`; one JSON
+line back, the result plus the guard's pid (and the tool calls the host answered).
 """
 
 from __future__ import annotations
@@ -52,9 +53,15 @@ def serve() -> None:
                 workers=1,
                 python_layers=req.get("python_layers", True),
             ).__enter__()
-        result = sandboxes[key].run(req["code"])
+        server = None
+        if req.get("tools"):
+            from pipelines.agent import Dispatcher, ToolBox, calculator
+
+            server = Dispatcher(ToolBox([calculator]))
+        result = sandboxes[key].run(req["code"], tools=server)
         doc = result.model_dump()
         doc["guard_pid"] = os.getpid()
+        doc["tool_calls"] = len(server.trace) if server else None
         out.write(json.dumps(doc) + "\n")
         out.flush()
     for sb in sandboxes.values():

@@ -477,7 +477,8 @@ def test_handle_answers_one_body() -> None:
 # -- the program's client stub, over real pipes -------------------------------------------
 
 
-def test_the_client_imports_only_json_os_and_struct() -> None:
+def test_the_client_imports_only_json_and_struct() -> None:
+    """Both in the sandbox's default allowlist: the client runs with the program's builtins."""
     tree = ast.parse(client_source())
     imported = {
         alias.name
@@ -485,7 +486,7 @@ def test_the_client_imports_only_json_os_and_struct() -> None:
         if isinstance(node, ast.Import)
         for alias in node.names
     }
-    assert imported == {"json", "os", "struct"}
+    assert imported == {"json", "struct"}
     assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(tree))
 
 

@@ -3,9 +3,10 @@
 Every program runs through the Sandbox inside a guard process (tests/sandbox_guard.py) in
 its own pid namespace, so even a broken sandbox could not reach the developer's session.
 
-Each program runs twice: with every layer ("all") and with the Python-level layers
+Each program runs three times: with every layer ("all"), with the Python-level layers
 switched off ("os-only": no audit hook, no import allowlist, dangerous modules preloaded),
-which shows that the OS walls hold on their own.
+which shows that the OS walls hold on their own, and os-only with the run's tool channel
+served ("os-only+channel"), which shows the channel widens none of them.
 
 The targets are made reachable for the sandbox's uid on purpose (a world-readable secret,
 a world-writable dir), so only the walls stand between the program and them.
@@ -423,6 +424,7 @@ def request(case: str, layers: str, targets: Targets) -> dict[str, Any]:
         "code": code,
         "limits": {"timeout": 2, "extra_modules": list(DANGEROUS)},
         "python_layers": False,
+        "tools": layers == "os-only+channel",
     }
 
 
@@ -430,7 +432,7 @@ def test_there_are_at_least_fifty_hostile_programs() -> None:
     assert len(CASES) >= 50
 
 
-@pytest.mark.parametrize("layers", ["all", "os-only"])
+@pytest.mark.parametrize("layers", ["all", "os-only", "os-only+channel"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_program_is_contained(
     case: str, layers: str, guard: Guard, targets: Targets

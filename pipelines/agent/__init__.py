@@ -8,11 +8,10 @@ What exists:
 - `pipelines.agent.channel`: the one narrow channel a program's tool calls cross: framed,
   strict JSON requests, validated against each tool's pydantic schema, bounded in frame
   size, calls and bytes per run; `Dispatcher` answers every frame with exactly one reply.
-- `pipelines.agent.client`: the program's side (`call(tool, **args)`), pure Python, to be
-  injected into the sandbox.
+- `pipelines.agent.client`: the program's side (`tools.call(tool, **args)`, `final(answer)`),
+  pure Python, run inside the sandbox: `Sandbox.run(code, tools=Dispatcher(box))`.
 
-Not wired yet: the channel is not connected to the sandbox's worker or zygote, and there is
-no agent loop, CLI command, REPL, web route, eval task or bench. See docs/agent.md.
+See docs/agent.md for the design and the wall, written down.
 """
 
 from pipelines.agent.channel import ChannelLimits, Dispatcher, client_source, serve

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pipelines import strict_json
-from pipelines.agent.tools import ToolBox
+from pipelines.agent.tools import Tool, ToolBox
 
 HEADER = struct.Struct(">I")
 KEYS = {"id", "tool", "args"}
@@ -52,6 +53,7 @@ class ChannelLimits:
     max_total_bytes: int = 4 << 20  # requests plus replies per run
     max_depth: int = 32  # nesting of a request's arguments
     max_items: int = 10_000  # values in a request's arguments
+    call_seconds: float = 30.0  # one tool call; past it the reply is ToolTimeout
 
 
 class Refused(Exception):
@@ -219,7 +221,9 @@ class Dispatcher:
             except ValidationError as err:
                 raise Refused("InvalidArguments", _validation_summary(err)) from None
             try:
-                result = _json_result(tool.run(valid))
+                result = _json_result(self._run(tool, valid))
+            except Refused:
+                raise
             except Exception as err:  # the tool's failure is the program's answer
                 text = (err.strerror or "") if isinstance(err, OSError) else str(err)
                 raise Refused(type(err).__name__, _scrub(text)) from None
@@ -234,6 +238,41 @@ class Dispatcher:
             exc.id, exc.tool = id_, name
             raise
         return id_, name, result
+
+    def _run(self, tool: Tool, args: BaseModel) -> Any:
+        """The tool's result, within `call_seconds`. A tool that overruns is abandoned, not
+        stopped (a thread cannot be): it finishes in the background and its result is
+        dropped; the program gets ToolTimeout and may go on."""
+        outcome: list[tuple[bool, Any]] = []
+
+        def target() -> None:
+            try:
+                outcome.append((True, tool.run(args)))
+            except BaseException as exc:  # handed to the serving thread, raised there
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=target, name=f"llamapipe-tool-{tool.name}", daemon=True)
+        worker.start()
+        worker.join(self.limits.call_seconds)
+        if not outcome:
+            raise Refused(
+                "ToolTimeout",
+                f"{tool.name} took longer than {self.limits.call_seconds:g} s; it was abandoned",
+            )
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    # -- as a sandbox run's tool server ------------------------------------------------------
+
+    def client_source(self) -> str:
+        """What the sandbox runs inside the program's process before the program."""
+        return client_source()
+
+    def serve(self, read_fd: int, write_fd: int) -> None:
+        """Answer the program until it closes its end, dies, or the channel closes."""
+        serve(self, read_fd, write_fd)
 
     def feed(self, data: bytes) -> bytes:
         """Consume bytes from the program (any split, partial frames kept); the framed
@@ -272,14 +311,16 @@ class Dispatcher:
 def serve(dispatcher: Dispatcher, read_fd: int, write_fd: int, chunk: int = 65536) -> None:
     """Answer frames from `read_fd` on `write_fd` until end of file or the channel closes.
     (For a run's pipes; the caller owns and closes both descriptors.)"""
-    while not dispatcher.closed:
-        data = os.read(read_fd, chunk)
-        if not data:
-            return
-        reply = dispatcher.feed(data)
-        view = memoryview(reply)
-        while view:
-            view = view[os.write(write_fd, view) :]
+    try:
+        while not dispatcher.closed:
+            data = os.read(read_fd, chunk)
+            if not data:
+                return
+            view = memoryview(dispatcher.feed(data))
+            while view:
+                view = view[os.write(write_fd, view) :]
+    except BrokenPipeError:  # the program stopped reading (it ended, or was stopped)
+        return
 
 
 def client_source() -> str:

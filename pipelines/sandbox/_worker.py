@@ -13,8 +13,10 @@ stderr and one more pipe (the result fd) as pipes; standard library only. It
 5. adds Python-level layers (audit hook, import allowlist) as defence in depth,
 6. writes b"R" on the result fd (with the walls on, the outside half first writes b"P" and
    the child's pid, ten digits: the process the host stops) and waits for the program on stdin,
-7. runs it as a fresh `__main__`, calls `solution()` if defined, and writes one JSON
-   document on the result fd, made here inside the walls; then exits.
+7. runs it as a fresh `__main__` (with `tools`, the tool channel's client, in its globals
+   when the host serves the channel; else the channel's two fds are closed first), calls
+   `solution()` if defined, and writes one JSON document on the result fd, made here
+   inside the walls; then exits.
 
 On a setup failure it writes b"E" and a JSON {"wall", "detail"} on the result fd and exits 3.
 """
@@ -87,7 +89,10 @@ def serve(cfg: dict) -> None:
     sys.orig_argv[:] = [PROGRAM]
     _send(b"R")
     request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    report = run_program(request["code"], cfg)
+    if not request.get("tools"):  # no server listens: the program gets no channel at all
+        for fd in cfg["tool_fds"]:
+            os.close(fd)
+    report = run_program(request["code"], cfg, request.get("tools"))
     _RESERVE.clear()
     _finish(report, cfg)
 
@@ -250,12 +255,14 @@ def prepare_python_layers(cfg: dict) -> None:
 # -- the program ---------------------------------------------------------------------------
 
 
-def run_program(code: str, cfg: dict) -> dict:
+def run_program(code: str, cfg: dict, tools: str | None = None) -> dict:
     report: dict = {"ok": False, "result": None, "error": None, "memory": False}
     namespace = sys.modules["__main__"].__dict__  # a fresh module (_forget_the_sandbox_modules)
     namespace["__builtins__"] = cfg["builtins"]
     linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
     try:
+        if tools is not None:
+            namespace.update(tool_globals(tools, cfg))
         compiled = compile(code, PROGRAM, "exec", dont_inherit=True)
         exec(compiled, namespace)
         solution = namespace.get("solution")
@@ -272,6 +279,20 @@ def run_program(code: str, cfg: dict) -> dict:
     except BaseException as exc:
         report["error"] = describe(exc)
     return report
+
+
+def tool_globals(source: str, cfg: dict) -> dict:
+    """The tool channel's client as the program's `tools` (and its EXPORTS beside it): the
+    host's source, run here with the program's own builtins, so its imports pass the same
+    allowlist. It is not in sys.modules, so `import tools` still fails."""
+    module = types.ModuleType("tools")
+    module.__dict__["__builtins__"] = cfg["builtins"]
+    exec(compile(source, "<tools>", "exec", dont_inherit=True), module.__dict__)
+    module.connect(*cfg["tool_fds"])
+    names = {"tools": module}
+    for name in getattr(module, "EXPORTS", ()):
+        names[name] = getattr(module, name)
+    return names
 
 
 def describe(exc: BaseException) -> dict:

@@ -9,11 +9,12 @@ the zygote proper as its pid 1 (this first process stays outside and only waits 
 imports the allowed modules, and builds the Landlock ruleset and the seccomp filter. The
 zygote never runs a program itself.
 
-Per run, the host sends b"F" with four fds (the child's stdin, stdout, stderr and result
-pipe); the zygote forks the child as pid 1 of a new pid namespace and answers b"S" with a
-pidfd of it (race-free: the zygote has not reaped it yet). The child makes its own mount and
-IPC namespaces, a scratch tmpfs, rlimits, drops every capability, enters the Landlock domain
-and the seccomp filter, empties its environment, and only then reads the program
+Per run, the host sends b"F" with six fds (the child's stdin, stdout, stderr, result pipe
+and the two ends of its tool channel); the zygote forks the child as pid 1 of a new pid
+namespace and answers b"S" with a pidfd of it (race-free: the zygote has not reaped it
+yet). The child makes its own mount and IPC namespaces, a scratch tmpfs, rlimits, drops
+every capability, enters the Landlock domain and the seccomp filter, empties its
+environment, and only then reads the program
 (_worker.enter_run_walls and _worker.serve). The zygote reaps each child and sends b"X" with
 its pid and wait status.
 
@@ -39,7 +40,7 @@ import signal
 import socket
 import sys
 
-CHILD_FDS = 4  # stdin, stdout, stderr, result
+CHILD_FDS = 6  # stdin, stdout, stderr, result, tool requests (write), tool replies (read)
 MAX_FD = 1 << 20  # above any descriptor the zygote holds (RLIMIT_NOFILE's usual hard cap)
 
 
@@ -162,17 +163,19 @@ class Zygote:
             os.close(pidfd)
 
     def child(self, fds: list[int]) -> None:
-        """In the forked child: pid 1 of its own pid namespace. Keep only its four fds and
+        """In the forked child: pid 1 of its own pid namespace. Keep only its six fds and
         the ruleset, wall itself in, and serve its one program."""
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            stdin, stdout, stderr, result = fds
+            stdin, stdout, stderr, result, tool_w, tool_r = fds
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 os.dup2(fd, target)
             cfg = dict(self.cfg)
             cfg["result_fd"] = os.dup(result)
-            keep = sorted({0, 1, 2, cfg["result_fd"], self.proc, *self.rules.fds})  # type: ignore[attr-defined]
+            cfg["tool_fds"] = [os.dup(tool_w), os.dup(tool_r)]
+            ours = {0, 1, 2, cfg["result_fd"], *cfg["tool_fds"], self.proc}
+            keep = sorted(ours | set(self.rules.fds))  # type: ignore[attr-defined]
             for low, high in zip(keep, [*keep[1:], MAX_FD], strict=True):
                 os.closerange(low + 1, high)  # one close_range(2) per gap
             self.worker.enter_run_walls(  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ from pipelines.sandbox.process import (
     parse_wall_error,
     worker_config,
 )
+from pipelines.sandbox.toolpipe import ToolPipes
 
 ZYGOTE = Path(__file__).with_name("_zygote.py")
 EXIT_TIMEOUT = 5.0  # seconds to wait for the zygote to report a killed child's end
@@ -185,6 +186,7 @@ class ForkServer:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
+        pipes = ToolPipes()
         theirs = [stdin_r, out_w, err_w, result_w]
         try:
             with self._spawn_lock:
@@ -192,25 +194,30 @@ class ForkServer:
                     raise SandboxError(
                         "the sandbox's fork server has stopped", hint="make a new Sandbox()"
                     )
-                socket.send_fds(self._sock, [b"F"], theirs)
+                socket.send_fds(self._sock, [b"F"], [*theirs, *pipes.child_ends])
                 message, fds = self._reply(timeout)
         except BaseException:
             for fd in (stdin_w, out_r, err_r, result_r):
                 os.close(fd)
+            pipes.close()
             raise
         finally:
             for fd in theirs:
                 os.close(fd)
+            pipes.close_child_ends()
         if message[:1] != b"S" or len(fds) != 1:
             for fd in (stdin_w, out_r, err_r, result_r, *fds):
                 os.close(fd)
+            pipes.close()
             if message[:1] == b"E":
                 raise parse_wall_error(message[1:])
             raise SandboxError(
                 "the sandbox's fork server stopped answering",
                 hint="set LLAMAPIPE_DEBUG=1 and report this with the output",
             )
-        worker = ForkedWorker(self, int(message[1:]), fds[0], stdin_w, out_r, err_r, result_r)
+        worker = ForkedWorker(
+            self, int(message[1:]), fds[0], stdin_w, out_r, err_r, result_r, pipes
+        )
         worker.wait_ready(timeout)
         return worker
 
@@ -265,11 +272,11 @@ class ForkServer:
 
 class ForkedWorker(RunProcess):
     """A child of the zygote, walled in and waiting for its program. The host holds a
-    pidfd of it (to stop it) and the ends of its four pipes; the zygote reaps it."""
+    pidfd of it (to stop it) and the ends of its six pipes; the zygote reaps it."""
 
     def __init__(
         self, server: ForkServer, pid: int, pidfd: int, stdin_w: int, out_r: int, err_r: int,
-        result_r: int,
+        result_r: int, pipes: ToolPipes,
     ) -> None:  # fmt: skip
         self.isolation = "linux"
         self.server = server
@@ -278,6 +285,7 @@ class ForkedWorker(RunProcess):
         self.stdin_w: int | None = stdin_w
         self.out_r, self.err_r = out_r, err_r
         self.result_fd = result_r
+        self.pipes = pipes
         self.reported = False  # the zygote's word on how it ended was taken
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
@@ -357,6 +365,7 @@ class ForkedWorker(RunProcess):
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.stdin_w = None
+        self.pipes.close()
         self._release_cgroup()
 
 

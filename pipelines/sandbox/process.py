@@ -36,6 +36,7 @@ from pipelines.sandbox.limits import ALLOW_SETTING, Limits
 from pipelines.sandbox.report import build_result
 from pipelines.sandbox.result import Isolation, Killed, SandboxResult
 from pipelines.sandbox.runtime import hidden_paths, readable_paths, sys_path_for
+from pipelines.sandbox.toolpipe import ToolPipes, ToolServer
 
 WORKER = Path(__file__).with_name("_worker.py")
 UNPRIVILEGED_UID = 65534  # as in _walls: what a root caller's programs run as
@@ -125,6 +126,7 @@ class RunProcess:
 
     isolation: Isolation
     result_fd: int
+    pipes: ToolPipes  # the run's tool channel, served only if the run brings a server
     cgroup: RunCgroup | None = None  # its own, where the memory wall is a cgroup
 
     @property
@@ -157,10 +159,12 @@ class RunProcess:
     def dispose(self) -> None:
         raise NotImplementedError
 
-    def execute(self, code: str, limits: Limits) -> SandboxResult:
+    def execute(self, code: str, limits: Limits, tools: ToolServer | None = None) -> SandboxResult:
         started = time.perf_counter()
+        self.pipes.start(tools)
+        request = {"code": code, "tools": tools.client_source() if tools else None}
         with contextlib.suppress(BrokenPipeError):  # it died already; the status says how
-            self._send_program(json.dumps({"code": code}).encode())
+            self._send_program(json.dumps(request).encode())
         deadline = started + limits.timeout
         out_cap = limits.output_kb << 10
         result_cap = (limits.result_kb << 10) + 65536
@@ -195,6 +199,11 @@ class RunProcess:
             returncode = self._returncode()
         else:
             returncode = 0  # it reported and closed its pipes; the reaper collects it
+        if tools is not None:
+            # Its end of the channel closes only when it is gone: make sure it is, so the
+            # server sees end of file now (a reported run is about to be discarded anyway).
+            self.kill()
+            self.pipes.finish()
         stdout, stderr = (bytes(b) for b in streams.values())
         if killed is None and returncode != 0 and self.cgroup and self.cgroup.oom_killed():
             killed = "memory"  # the kernel stopped it at its cgroup's memory limit
@@ -214,23 +223,28 @@ class Worker(RunProcess):
             if os.geteuid() == 0:  # the worker drops to nobody, who must own its scratch
                 os.chown(self.scratch, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
         read_fd, write_fd = os.pipe()
+        self.pipes = ToolPipes()
         cfg = worker_config(limits, walls=isolation == "linux", python_layers=python_layers)
-        cfg.update(result_fd=write_fd, scratch=self.scratch)
+        cfg.update(result_fd=write_fd, scratch=self.scratch, tool_fds=self.pipes.child_ends)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-X", "utf8", str(WORKER), json.dumps(cfg)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, *self.pipes.child_ends),
                 # None of the caller's environment. One malloc arena: threads would each
                 # reserve 64 MiB of address space and hit memory_mb long before `threads`.
                 env={"LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "1", **ONE_THREAD},
                 cwd="/",
                 start_new_session=True,  # its own process group, killed as one
             )
+        except BaseException:
+            self.pipes.close()
+            raise
         finally:
             os.close(write_fd)
+            self.pipes.close_child_ends()
         self.result_fd = read_fd
         self.inner: int | None = None  # pidfd of the process that runs the program (walls on)
         self.inner_pid: int | None = None
@@ -330,6 +344,7 @@ class Worker(RunProcess):
                 stream.close()
         with contextlib.suppress(OSError):
             os.close(self.result_fd)
+        self.pipes.close()
         if self.scratch:
             import shutil
 

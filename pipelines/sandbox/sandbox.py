@@ -35,6 +35,7 @@ from pipelines.sandbox.process import (
     reaper,
 )
 from pipelines.sandbox.result import SandboxResult
+from pipelines.sandbox.toolpipe import ToolServer
 
 __all__ = ["Sandbox", "SandboxError", "SandboxUnavailableError", "check_system"]
 
@@ -187,8 +188,12 @@ class Sandbox:
                 server.start()
                 self._server = server
 
-    def run(self, code: str) -> SandboxResult:
-        """Run one program; never raises for anything the program does."""
+    def run(self, code: str, *, tools: ToolServer | None = None) -> SandboxResult:
+        """Run one program; never raises for anything the program does.
+
+        With `tools` (pipelines.agent's Dispatcher, one per run), the program finds a
+        `tools` object in its globals whose calls cross the run's tool channel to
+        `tools.serve` in a host thread; without, the channel is shut before it starts."""
         if self._closed:
             raise SandboxError("this sandbox is closed", hint="make a new Sandbox()")
         self.start()
@@ -196,7 +201,7 @@ class Sandbox:
         with self._lock:
             self._busy.add(worker)
         try:
-            return worker.execute(code, self.limits)
+            return worker.execute(code, self.limits, tools)
         finally:
             self._discard(worker)
             with self._lock:
